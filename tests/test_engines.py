@@ -1,0 +1,153 @@
+"""Both engines agree bit for bit with the reference QPoW on random jobs and ranges.
+
+Expected result of a search over [start, end]: the lowest valid nonce (nonce 0 never
+is), with tested = nonce - start + 1, or none with tested = the range size. The fast
+engine's lanes scan contiguous nonces, so it must find exactly the same nonce.
+"""
+
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quantus_miner import qpow
+from quantus_miner.engines import ChunkOutcome, ConsensusError, get_engine, new_cancel_flag, verified
+from quantus_miner.fast_engine import KERNELS, FastEngine
+
+ENGINES = ["cpu-baseline", "cpu-fast"]
+MAX = qpow.MAX_U512
+
+
+def expected(ctx, threshold, start, end):
+    for k in range(start, end + 1):
+        if qpow.is_valid(ctx, k, threshold):
+            return ChunkOutcome(k - start + 1, verified(ctx, threshold, k))
+    return ChunkOutcome(end - start + 1)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):
+    e = get_engine(request.param)
+    e.warm_up()
+    return e
+
+
+headers = st.binary(min_size=32, max_size=32)
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(header=headers, start=st.integers(0, 2**64) | st.integers(0, MAX - 200), size=st.integers(1, 70),
+       pick=st.integers(0, 69), data=st.data())
+def test_threshold_at_a_nonce_distance_finds_the_first_valid_nonce(engine, header, start, size, pick, data):
+    ctx = qpow.JobContext.from_header(header)
+    end = min(start + size - 1, MAX)
+    chosen = start + pick % (end - start + 1)
+    threshold = qpow.distance(ctx, chosen) if chosen else data.draw(st.integers(0, MAX))
+    job = engine.prepare(ctx, threshold)
+    assert engine.search(job, start, end, new_cancel_flag()) == expected(ctx, threshold, start, end)
+
+
+@SETTINGS
+@given(header=headers, before=st.integers(0, 40), after=st.integers(0, 40), offset=st.integers(0, 30))
+def test_ranges_across_the_saturation_point(engine, header, before, after, offset):
+    ctx = qpow.JobContext.from_header(header)
+    first_saturated = MAX - ctx.h + 1
+    start, end = first_saturated - before, min(first_saturated + after, MAX)
+    if start > end:
+        start = end
+    k = min(start + offset, end)
+    threshold = qpow.distance(ctx, k)
+    job = engine.prepare(ctx, threshold)
+    assert engine.search(job, start, end, new_cancel_flag()) == expected(ctx, threshold, start, end)
+
+
+@SETTINGS
+@given(header=headers, threshold=st.integers(0, 2**500))
+def test_small_thresholds_on_a_range_from_zero(engine, header, threshold):
+    ctx = qpow.JobContext.from_header(header)
+    job = engine.prepare(ctx, threshold)
+    assert engine.search(job, 0, 40, new_cancel_flag()) == expected(ctx, threshold, 0, 40)
+
+
+def test_range_starting_at_zero_with_max_threshold_never_reports_nonce_zero(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    outcome = engine.search(engine.prepare(ctx, MAX), 0, 100, new_cancel_flag())
+    assert outcome == ChunkOutcome(2, verified(ctx, MAX, 1))
+
+
+def test_only_nonce_zero_is_never_found(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    assert engine.search(engine.prepare(ctx, MAX), 0, 0, new_cancel_flag()) == ChunkOutcome(1)
+
+
+def test_public_mining_vector(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    threshold = MAX // 5000
+    outcome = engine.search(engine.prepare(ctx, threshold), 1, 10_000, new_cancel_flag())
+    assert (outcome.found.nonce, outcome.tested) == (4330, 4330)
+
+
+def test_header_with_a_full_512_bit_n_on_a_long_range():
+    # The zero header's n has 512 bits: the top limb and the 2n < 2^513 bound are exercised.
+    fast = get_engine("cpu-fast")
+    ctx = qpow.JobContext.from_header(bytes(32))
+    assert ctx.n.bit_length() == 512
+    k = 123_457
+    threshold = qpow.distance(ctx, k)
+    outcome = fast.search(fast.prepare(ctx, threshold), 100_000, 130_000, new_cancel_flag())
+    first = next(j for j in range(100_000, k + 1) if qpow.is_valid(ctx, j, threshold))
+    assert outcome == ChunkOutcome(first - 100_000 + 1, verified(ctx, threshold, first))
+
+
+def test_preset_cancel_flag_stops_before_any_nonce(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    flag = new_cancel_flag()
+    flag[0] = 1
+    assert engine.search(engine.prepare(ctx, 0), 1, 10**9, flag) == ChunkOutcome(0, cancelled=True)
+
+
+def test_setting_the_flag_stops_a_running_search_within_milliseconds(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    job = engine.prepare(ctx, 0)
+    flag = new_cancel_flag()
+    result = []
+    worker = threading.Thread(target=lambda: result.append(engine.search(job, 1, 10**12, flag)))
+    worker.start()
+    while not worker.is_alive():
+        pass
+    time.sleep(0.05)  # let the kernel get going: this is the load, not synchronisation
+    t0 = time.monotonic()
+    flag[0] = 1
+    worker.join(5)
+    latency = time.monotonic() - t0
+    assert not worker.is_alive()
+    assert result[0].cancelled and result[0].found is None and result[0].tested > 0
+    assert latency < 0.25, f"cancel took {latency * 1000:.1f} ms"
+
+
+def test_a_wrong_candidate_is_rejected_by_verification():
+    ctx = qpow.JobContext.from_header(bytes(32))
+    with pytest.raises(ConsensusError, match=r"^engine reported nonce 1, which the reference rejects$"):
+        verified(ctx, 0, 1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_kernel_can_be_forced(kernel, monkeypatch):
+    monkeypatch.setenv("MINER_KERNEL", kernel)
+    engine = get_engine("cpu-fast")
+    assert engine.kernel.startswith(kernel)
+    ctx = qpow.JobContext.from_header(bytes(32))
+    assert engine.search(engine.prepare(ctx, MAX // 5000), 1, 5000, new_cancel_flag()).found.nonce == 4330
+
+
+def test_unknown_kernel_is_refused():
+    with pytest.raises(ValueError, match=r"^unknown kernel 'avx9' \(choose from auto, lanes8\)$"):
+        FastEngine.for_host("avx9")
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline\)$"):
+        get_engine("gpu")
