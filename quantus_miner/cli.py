@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 
 from . import __version__, protocol, qpow
 
@@ -124,7 +126,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cores = args.cores or available_cores()
     engine = get_engine(args.engine)
-    engine.warm_up()
+    t0 = time.monotonic()
+    engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
+    warmup_s = time.monotonic() - t0
     ctx = qpow.JobContext.from_header(BENCH_HEADER)
     # threshold 0 never matches in practice, so every nonce of the window is scanned
     result = solve(engine, ctx, 0, 1, qpow.MAX_NONCE, cores, seconds=args.seconds)
@@ -135,13 +139,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "hashes": result.hash_count,
         "hash_rate": result.hash_count / result.elapsed_time,
         "kernel": engine.kernel,
+        "warmup_s": warmup_s,
+        "cancel_latency_ms": cancel_latency(engine, ctx) * 1000,
     }
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{engine.name} ({engine.kernel}) on {cores} core(s): {report['hash_rate'] / 1e6:.3f} M nonces/s "
-              f"({result.hash_count:,} nonces in {result.elapsed_time:.2f} s)")
+              f"({result.hash_count:,} nonces in {result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s, "
+              f"cancel latency {report['cancel_latency_ms']:.2f} ms")
     return 0
+
+
+def cancel_latency(engine, ctx: qpow.JobContext) -> float:
+    """Seconds from setting a running search's cancel flag to the search returning."""
+    from .engines import new_cancel_flag
+
+    job = engine.prepare(ctx, 0)
+    flag = new_cancel_flag()
+    stopped = []
+    worker = threading.Thread(target=lambda: (engine.search(job, 1, qpow.MAX_NONCE, flag),
+                                              stopped.append(time.monotonic())))
+    worker.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    flag[0] = 1
+    worker.join()
+    return stopped[0] - t0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from . import kernels, limbs, qpow
 from .engines import ChunkOutcome, Found, PreparedJob, scan_reference, verified
 
 KERNELS = ("lanes8",)
+MAX_STEPS_PER_CALL = 1 << 40
 
 
 def host_isa() -> str:
@@ -88,13 +89,15 @@ class FastEngine:
             y = limbs.lanes_to_limbs([pow(ctx.m, ctx.h + start + lane, ctx.n) for lane in range(lanes)])
             st = np.empty(kernels.SCRATCH_WORDS, dtype=np.uint64)
             out = np.zeros(2, dtype=np.int64)
-            verdict = kernels.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold, steps, flag, st, out)
-            if verdict == 1:
-                nonce = start + lanes * int(out[0]) + int(out[1])
-                return ChunkOutcome(nonce - start + 1, verified(ctx, job.threshold, nonce))
-            if verdict == -1:
-                return ChunkOutcome(lanes * int(out[0]), cancelled=True)
-            tested = lanes * steps
+            while tested < lanes * steps:  # slices keep the step count within int64
+                todo = min(steps - tested // lanes, MAX_STEPS_PER_CALL)
+                verdict = kernels.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold, todo, flag, st, out)
+                if verdict == 1:
+                    nonce = start + tested + lanes * int(out[0]) + int(out[1])
+                    return ChunkOutcome(nonce - start + 1, verified(ctx, job.threshold, nonce))
+                if verdict == -1:
+                    return ChunkOutcome(tested + lanes * int(out[0]), cancelled=True)
+                tested += lanes * todo
         rest = scan_reference(job, start + tested, end, flag)  # fewer than L nonces
         return ChunkOutcome(tested + rest.tested, rest.found, rest.cancelled)
 

@@ -24,7 +24,7 @@ class LocalResult:
 
 def _worker(engine, job, part, flag, found, counts, index, lock, deadline):
     cursor, end = part
-    size = 4096
+    size = 64  # a probe: the first chunk must stay short even on the slow engine
     while cursor <= end and not flag[0]:
         if deadline is not None and time.monotonic() >= deadline:
             return
@@ -41,7 +41,7 @@ def _worker(engine, job, part, flag, found, counts, index, lock, deadline):
         cursor = hi + 1
         dt = time.monotonic() - t0
         # size the next chunk from this one's throughput (the first chunk only probes)
-        size = max(1, min(int(outcome.tested / max(dt, 1e-6) * LOCAL_CHUNK_S), 1 << 26))
+        size = max(1, min(int(outcome.tested / max(dt, 1e-6) * LOCAL_CHUNK_S), 8 * size, 1 << 26))
 
 
 def solve(
