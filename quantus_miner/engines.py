@@ -115,3 +115,18 @@ def get_engine(name: str) -> Engine:
 
 
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline")
+
+
+def measure_rate(engine: Engine, seconds: float = 0.1) -> float:
+    """Nonces/s of one worker, measured briefly (seeds the first chunk of slow engines)."""
+    import time
+
+    job = engine.prepare(qpow.JobContext.from_header(bytes(32)), 0)
+    flag = new_cancel_flag()
+    size, cursor, tested = 16, 1, 0
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < seconds:
+        tested += engine.search(job, cursor, cursor + size - 1, flag).tested
+        cursor += size
+        size *= 2
+    return tested / elapsed

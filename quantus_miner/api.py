@@ -1,0 +1,114 @@
+"""The node-facing HTTP API (PROTOCOL.md) as a Quart-Trio app over a `MinerRuntime`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .jobs import DuplicateJob, JobSnapshot
+from .metrics import MinerMetrics
+from .mine_request import InvalidRequest, parse_mine_request
+from .protocol import nonce_hex, work_hex
+from .runtime import MinerRuntime, TooManyJobs
+
+log = logging.getLogger("quantus_miner.api")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def json_response(body: dict, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def error_response(status: int, message: str, job_id: str = "") -> Response:
+    return json_response({"status": "error", "job_id": job_id, "message": message}, status)
+
+
+def result_body(snap: JobSnapshot) -> dict:
+    completed = snap.status == "completed"
+    return {
+        "status": snap.status,
+        "job_id": snap.job_id,
+        "nonce": nonce_hex(snap.nonce) if completed else None,
+        "work": work_hex(snap.nonce) if completed else None,
+        "hash_count": snap.hash_count,
+        "elapsed_time": snap.elapsed_time,
+    }
+
+
+def route_template(rule: str) -> str:
+    """Quart's `/result/<job_id>` as the protocol's `/result/{job_id}`."""
+    return rule.replace("<", "{").replace(">", "}")
+
+
+def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.after_request
+    async def count_request(response: Response) -> Response:
+        rule = request.url_rule
+        endpoint = route_template(rule.rule) if rule is not None else "unmatched"
+        metrics.http_requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        message = {404: f"no such endpoint: {request.method} {request.path}",
+                   405: f"method {request.method} not allowed on {request.path}",
+                   413: f"request body over {MAX_BODY_BYTES} bytes"}.get(exc.code, exc.description or exc.name)
+        if request.path == "/mine" and request.method == "POST":
+            metrics.mine_requests.labels("invalid").inc()
+        return error_response(exc.code or 400, message)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+
+    @app.post("/mine")
+    async def mine() -> Response:
+        body = await request.get_data(as_text=False)
+        try:
+            req = parse_mine_request(body)
+        except InvalidRequest as exc:
+            metrics.mine_requests.labels("invalid").inc()
+            return error_response(400, exc.message, exc.job_id)
+        try:
+            runtime.submit(req)
+        except DuplicateJob:
+            metrics.mine_requests.labels("duplicate").inc()
+            return error_response(409, f"job {req.job_id} already exists", req.job_id)
+        except TooManyJobs as exc:
+            metrics.mine_requests.labels("error").inc()
+            return error_response(503, str(exc), req.job_id)
+        metrics.mine_requests.labels("accepted").inc()
+        return json_response({"status": "accepted", "job_id": req.job_id})
+
+    @app.get("/result/<job_id>")
+    async def result(job_id: str) -> Response:
+        job = runtime.table.get(job_id)
+        if job is None:
+            return json_response({"status": "not_found", "job_id": job_id, "nonce": None, "work": None,
+                                  "hash_count": 0, "elapsed_time": 0.0}, 404)
+        return json_response(result_body(job.snapshot(runtime.clock())))
+
+    @app.post("/cancel/<job_id>")
+    async def cancel(job_id: str) -> Response:
+        if runtime.cancel(job_id) is None:
+            return json_response({"status": "not_found", "job_id": job_id, "message": "Job not found"}, 404)
+        return json_response({"status": "cancelled", "job_id": job_id})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok", "engine": runtime.engine.name, "cores": runtime.config.cores,
+                              "version": __version__, "active_jobs": len(runtime.table.running())})
+
+    return app
+
+

@@ -1,0 +1,120 @@
+"""Service configuration: each tunable is a flag with an env twin and a default written once here.
+
+>>> resolve({"port": None}, {"MINER_PORT": "9000"}).port
+9000
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+
+from .engines import ENGINE_NAMES
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@attrs.frozen
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 9833
+    cores: int = 0  # 0: all CPUs this process may use
+    engine: str = "cpu-fast"
+    progress_chunk_ms: int = 2000
+    metrics_port: int | None = None
+    job_retention_s: float = 300.0
+    log_level: str = "info"
+    rate_ema_alpha: float = 0.2
+    max_jobs: int = 16
+    max_finished_jobs: int = 1000
+
+
+@attrs.frozen
+class Setting:
+    name: str  # ServiceConfig field
+    flag: str
+    env: str
+    parse: object
+    help: str
+    aliases: tuple[str, ...] = ()
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0-65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def _alpha(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError("must be in (0, 1]")
+    return value
+
+
+def _choice(options):
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+SETTINGS = (
+    Setting("host", "--host", "MINER_HOST", str, "address to bind (0.0.0.0 for a node on another host)"),
+    Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
+    Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
+            ("--num-cores",)),
+    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine"),
+    Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
+            "target milliseconds between a worker's progress reports"),
+    Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port, "Prometheus /metrics port (default: none)"),
+    Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
+            "seconds a finished job stays queryable after it ended"),
+    Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS), "log level"),
+    Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
+    Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Flag beats env beats default; raise ConfigError naming the flag and env var at fault."""
+    env = os.environ if env is None else env
+    values = {}
+    for s in SETTINGS:
+        raw, source = flags.get(s.name), s.flag
+        if raw is None and env.get(s.env, "") != "":
+            raw, source = env[s.env], s.env
+        if raw is None:
+            continue
+        try:
+            values[s.name] = s.parse(str(raw))
+        except ValueError as exc:
+            detail = str(exc) if str(exc).startswith("must") else "has the wrong format"
+            raise ConfigError(f"{source}={raw!r} {detail}") from None
+    config = ServiceConfig(**values)
+    if config.cores == 0:
+        config = attrs.evolve(config, cores=len(os.sched_getaffinity(0)))
+    return config

@@ -1,0 +1,95 @@
+"""Prometheus metrics (METRICS.md): service counters plus job series read from job snapshots at scrape time.
+
+Job-labelled series come from the job table on every scrape, so they match `/result`
+exactly, rate series vanish the moment a job or worker ends, and everything about a
+job disappears when the job is forgotten: series stay bounded under endless churn.
+
+>>> from prometheus_client import CollectorRegistry
+>>> from quantus_miner.jobs import JobTable
+>>> registry = CollectorRegistry()
+>>> m = MinerMetrics(registry, JobTable(300, 100), clock=lambda: 0.0)
+>>> registry.get_sample_value("miner_active_jobs")
+0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .engines import ENGINE_NAMES
+from .jobs import END_STATUSES, STATUSES, JobTable
+
+MINE_RESULTS = ("accepted", "duplicate", "invalid", "error")
+
+
+class JobCollector:
+    """Collects the job-labelled families and the two live gauges from the job table."""
+
+    def __init__(self, table: JobTable, clock: Callable[[], float]):
+        self._table = table
+        self._clock = clock
+
+    def describe(self):
+        return []  # families are built from live state at collect time
+
+    def collect(self):
+        now = self._clock()
+        hash_rate = GaugeMetricFamily("miner_hash_rate", "Sum of running jobs' hash rates (nonces/s)")
+        active = GaugeMetricFamily("miner_active_jobs", "Jobs in state running")
+        job_hashes = CounterMetricFamily("miner_job_hashes", "Nonces tested per job", labels=["engine", "job_id"])
+        job_rate = GaugeMetricFamily("miner_job_hash_rate", "Sum of the job's worker EMAs (nonces/s)",
+                                     labels=["engine", "job_id"])
+        job_status = GaugeMetricFamily("miner_job_status", "1 for the job's current status",
+                                       labels=["engine", "job_id", "status"])
+        thread_hashes = CounterMetricFamily("miner_thread_hashes", "Nonces tested per worker",
+                                            labels=["engine", "job_id", "thread_id"])
+        thread_rate = GaugeMetricFamily("miner_thread_hash_rate", "EMA of the worker's delta rate (nonces/s)",
+                                        labels=["engine", "job_id", "thread_id"])
+        total_rate, running = 0.0, 0
+        for job in self._table:
+            snap = job.snapshot(now)
+            labels = [snap.engine, snap.job_id]
+            job_hashes.add_metric(labels, snap.hash_count)
+            for status in STATUSES:
+                job_status.add_metric([*labels, status], 1.0 if snap.status == status else 0.0)
+            for w in snap.workers:
+                thread_hashes.add_metric([*labels, str(w.worker)], w.hashes)
+            if snap.status != "running":
+                continue  # remove-on-end: no rate series for an ended job
+            running += 1
+            total_rate += snap.rate
+            job_rate.add_metric(labels, snap.rate)
+            for w in snap.workers:
+                if w.rate is not None and not w.finished:
+                    thread_rate.add_metric([*labels, str(w.worker)], w.rate)
+        hash_rate.add_metric([], total_rate)
+        active.add_metric([], running)
+        yield from (hash_rate, active, job_hashes, job_rate, job_status, thread_hashes, thread_rate)
+
+
+class MinerMetrics:
+    """The miner's metric set on a caller-supplied registry (never the global one)."""
+
+    def __init__(self, registry: CollectorRegistry, table: JobTable, clock: Callable[[], float]):
+        self.registry = registry
+        self.hashes = Counter("miner_hashes", "Nonces tested, all jobs", registry=registry)
+        self.jobs = Counter("miner_jobs", "Jobs that reached an end status", ["status"], registry=registry)
+        self.jobs_by_engine = Counter("miner_jobs_by_engine", "Jobs that reached an end status, per engine",
+                                      ["engine", "status"], registry=registry)
+        self.mine_requests = Counter("miner_mine_requests", "/mine outcomes", ["result"], registry=registry)
+        self.http_requests = Counter("miner_http_requests", "API requests by route template and status code",
+                                     ["endpoint", "code"], registry=registry)
+        for status in END_STATUSES:
+            self.jobs.labels(status)
+            for engine in ENGINE_NAMES:
+                self.jobs_by_engine.labels(engine, status)
+        for result in MINE_RESULTS:
+            self.mine_requests.labels(result)
+        registry.register(JobCollector(table, clock))
+
+    def job_ended(self, engine: str, status: str) -> None:
+        self.jobs.labels(status).inc()
+        self.jobs_by_engine.labels(engine, status).inc()

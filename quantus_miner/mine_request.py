@@ -1,0 +1,80 @@
+"""Parsing and validating a `POST /mine` body (sans-I/O).
+
+>>> req = parse_mine_request(b'{"job_id":"a","mining_hash":"' + b"00" * 32 + b'","distance_threshold":"5",'
+...                          b'"nonce_start":"' + b"0" * 128 + b'","nonce_end":"' + b"f" * 128 + b'"}')
+>>> req.job_id, req.threshold, req.nonce_start
+('a', 5, 0)
+"""
+
+import json
+import re
+
+import attrs
+
+from .protocol import parse_hex, parse_threshold
+
+MAX_JOB_ID_LENGTH = 128
+JOB_ID_RE = re.compile(r"[A-Za-z0-9._:-]+")  # UUIDs and other printable ids; no spaces, slashes or controls
+FIELDS = ("job_id", "mining_hash", "distance_threshold", "nonce_start", "nonce_end")
+
+
+@attrs.frozen
+class MineRequest:
+    job_id: str
+    header: bytes
+    threshold: int
+    nonce_start: int
+    nonce_end: int
+
+
+class InvalidRequest(ValueError):
+    """A 400: `message` says what is wrong; `job_id` is echoed when the body carried a usable one."""
+
+    def __init__(self, message: str, job_id: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+
+
+def usable_job_id(value: object) -> str:
+    """The id to echo in an error body: the client's, if it is a sane string."""
+    if isinstance(value, str) and len(value) <= MAX_JOB_ID_LENGTH and JOB_ID_RE.fullmatch(value):
+        return value
+    return ""
+
+
+def parse_mine_request(body: bytes) -> MineRequest:
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("body must be a JSON object")
+    job_id = usable_job_id(doc.get("job_id"))
+    missing = [f for f in FIELDS if f not in doc]
+    if missing:
+        raise InvalidRequest(f"missing field(s): {', '.join(missing)}", job_id)
+    extra = sorted(k for k in doc if k not in FIELDS)
+    if extra:
+        raise InvalidRequest(f"unknown field(s): {', '.join(extra[:5])}", job_id)
+    raw_id = doc["job_id"]
+    if not isinstance(raw_id, str):
+        raise InvalidRequest("job_id must be a string")
+    if not 0 < len(raw_id) <= MAX_JOB_ID_LENGTH:
+        raise InvalidRequest(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
+    if not JOB_ID_RE.fullmatch(raw_id):
+        raise InvalidRequest("job_id may contain only letters, digits and . _ : -")
+    try:
+        header = parse_hex(doc["mining_hash"], length=64, name="mining_hash")
+        threshold = parse_threshold(doc["distance_threshold"])
+        start = parse_hex(doc["nonce_start"], length=128, name="nonce_start")
+        end = parse_hex(doc["nonce_end"], length=128, name="nonce_end")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), job_id) from None
+    if start > end:
+        raise InvalidRequest("nonce_start must be <= nonce_end", job_id)
+    return MineRequest(job_id, header.to_bytes(32, "big"), threshold, start, end)

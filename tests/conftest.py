@@ -1,0 +1,50 @@
+"""Shared fixtures: a real miner service on 127.0.0.1 port 0, talked to over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+from prometheus_client import CollectorRegistry
+
+from quantus_miner.config import ServiceConfig
+from quantus_miner.server import serve_miner
+
+from .support import Miner
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run the long variants")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long variant: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+async def start_miner(nursery):
+    """Start a miner with config overrides; stopped when the test ends."""
+    clients = []
+
+    async def start(**overrides) -> Miner:
+        config = ServiceConfig(**{"port": 0, "metrics_port": 0, "cores": 2, **overrides})
+        registry = CollectorRegistry()
+        with trio.fail_after(60):
+            running = await nursery.start(lambda task_status: serve_miner(config, registry=registry,
+                                                                          task_status=task_status))
+        client = httpx.AsyncClient(base_url=running.api_url, timeout=10)
+        clients.append(client)
+        return Miner(running, client, registry)
+
+    yield start
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture(params=["cpu-fast", "cpu-baseline"])
+def engine_name(request):
+    return request.param
