@@ -12,7 +12,6 @@ import time
 from . import __version__, protocol, qpow
 
 SUBCOMMANDS = ("serve", "mine", "bench", "devnet")
-BENCH_HEADER = bytes.fromhex("6ca041ed49dfd5093883ec0e4b0aa1e3c0b7f02ca5decb756ddd783efaa7eadd")
 
 
 def available_cores() -> int:
@@ -121,7 +120,7 @@ def cmd_mine(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .engines import get_engine
+    from .engines import BENCH_HEADER, get_engine
     from .local import solve
 
     cores = args.cores or available_cores()

@@ -17,7 +17,7 @@ import trio
 from . import qpow
 from .config import ServiceConfig
 from .engines import Engine, PreparedJob
-from .jobs import CANCELLED, FAILED, Job, JobTable, Progress, WorkerState
+from .jobs import CANCELLED, FAILED, DuplicateJob, Job, JobTable, Progress, WorkerState
 from .metrics import MinerMetrics
 from .mine_request import MineRequest
 from .partition import next_chunk, partition
@@ -68,11 +68,13 @@ class MinerRuntime:
     def submit(self, request: MineRequest) -> Job:
         if self._nursery is None:
             raise RuntimeError("runtime is not running")
+        if self.table.get(request.job_id) is not None:
+            raise DuplicateJob(f"job {request.job_id} already exists")
         if len(self.table.running()) >= self.config.max_jobs:
             raise TooManyJobs(f"too many running jobs (max {self.config.max_jobs}); cancel one first")
         parts = partition(request.nonce_start, request.nonce_end, self.config.cores)
         job = Job(request, self.engine.name, self.clock(), [WorkerState() for _ in parts])
-        self.table.add(job)  # raises DuplicateJob
+        self.table.add(job)
         job.cancel_scope = trio.CancelScope()
         job.settled = trio.Event()
         self._nursery.start_soon(self._run_job, job, parts)

@@ -53,11 +53,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     setup_logging(config.log_level)
+    failures: list[BindError] = []
     try:
         trio.run(serve_until_signal, config)
-    except BindError as exc:
-        log.error("%s", exc)
-        print(f"quantus-miner: error: {exc}", file=sys.stderr)
+    except* BindError as group:
+        failures.extend(group.exceptions)
+    if failures:
+        print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
         return 2
     log.info("stopped")
     return 0

@@ -1,0 +1,155 @@
+"""The command line as users run it: real subprocesses, real signals, real ports on 127.0.0.1.
+
+Every test is bounded by `trio.fail_after`; servers are found through their "ready" log line.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+
+from quantus_miner import qpow
+from quantus_miner.config import ConfigError, resolve
+
+from .support import MAX, mine_body
+
+MINER = [sys.executable, "-m", "quantus_miner"]
+
+
+async def run(*args, env=None, timeout=60):
+    with trio.fail_after(timeout):
+        return await trio.run_process([*MINER, *args], capture_stdout=True, capture_stderr=True, check=False,
+                                      env={**os.environ, **(env or {})})
+
+
+class Server:
+    """A `quantus-miner serve` subprocess whose API URL was read from its ready line."""
+
+    def __init__(self, proc, api_url, metrics_url):
+        self.proc, self.api_url, self.metrics_url = proc, api_url, metrics_url
+
+    @classmethod
+    async def start(cls, *args, env=None):
+        proc = await trio.lowlevel.open_process([*MINER, "serve", *args], stderr=subprocess.PIPE,
+                                                env={**os.environ, **(env or {})})
+        buf = b""
+        while b"ready:" not in buf:
+            chunk = await proc.stderr.receive_some()
+            if not chunk:
+                raise AssertionError(f"miner exited before ready: {buf.decode()}")
+            buf += chunk
+        line = buf.decode().split("ready:")[1].splitlines()[0]
+        api = re.search(r"API (http://\S+?)(,|$)", line).group(1)
+        metrics = re.search(r"metrics (http://\S+)", line)
+        return cls(proc, api, metrics.group(1) if metrics else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--progress-chunk-ms", "0"], {}, "--progress-chunk-ms='0' must be a positive integer"),
+    ([], {"MINER_RATE_EMA_ALPHA": "0"}, "MINER_RATE_EMA_ALPHA='0' must be in (0, 1]"),
+    (["--engine", "gpu"], {}, "--engine='gpu' must be one of cpu-fast, cpu-baseline"),
+    (["--port", "70000"], {}, "--port='70000' must be a port number 0-65535"),
+    ([], {"MINER_CORES": "two"}, "MINER_CORES='two' has the wrong format"),
+])
+async def test_invalid_configuration_exits_2_with_a_clear_message(args, env, message):
+    result = await run("serve", *args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
+
+
+def test_flag_beats_env_beats_default():
+    assert resolve({}, {}).progress_chunk_ms == 2000
+    assert resolve({}, {"MINER_PROGRESS_CHUNK_MS": "250"}).progress_chunk_ms == 250
+    assert resolve({"progress_chunk_ms": "100"}, {"MINER_PROGRESS_CHUNK_MS": "250"}).progress_chunk_ms == 100
+    assert resolve({}, {"MINER_RATE_EMA_ALPHA": "0.5"}).rate_ema_alpha == 0.5
+    assert resolve({"rate_ema_alpha": "1"}, {}).rate_ema_alpha == 1.0
+    assert resolve({}, {}).cores == len(os.sched_getaffinity(0))
+    with pytest.raises(ConfigError, match=r"^--rate-ema-alpha='1.5' must be in \(0, 1\]$"):
+        resolve({"rate_ema_alpha": "1.5"}, {})
+
+
+@pytest.mark.parametrize("which", ["--port", "--metrics-port"])
+async def test_port_in_use_exits_2_and_starts_nothing(which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = ["--metrics-port", "0"] if which == "--port" else ["--port", "0"]
+        result = await run("serve", which, str(port), *other)
+    assert result.returncode == 2
+    assert "cannot bind the" in result.stderr.decode() and "ready:" not in result.stderr.decode()
+
+
+async def test_sigterm_during_mining_cancels_and_exits_0_within_2_s():
+    with trio.fail_after(60):
+        server = await Server.start("--port", "0", "--progress-chunk-ms", "200")
+        async with httpx.AsyncClient(base_url=server.api_url) as client:
+            assert (await client.post("/mine", json=mine_body("j", 0))).status_code == 200
+            while (await client.get("/result/j")).json()["hash_count"] == 0:
+                await trio.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(2):
+            assert await server.proc.wait() == 0
+
+
+async def test_sigkill_then_restart_serves_again_on_the_same_port():
+    with trio.fail_after(60):
+        port = free_port()
+        server = await Server.start("--port", str(port))
+        async with httpx.AsyncClient(base_url=server.api_url) as client:
+            await client.post("/mine", json=mine_body("j", 0))
+        server.proc.kill()
+        await server.proc.wait()
+        again = await Server.start("--port", str(port))
+        async with httpx.AsyncClient(base_url=again.api_url) as client:
+            assert (await client.get("/health")).json()["active_jobs"] == 0
+        again.proc.send_signal(signal.SIGTERM)
+        assert await again.proc.wait() == 0
+
+
+async def test_mine_json_completed_failed_and_bad_arguments():
+    threshold = MAX // 5000
+    result = await run("mine", "--header", "00" * 32, "--threshold", str(threshold), "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert list(report) == ["status", "nonce", "work", "distance", "hash_count", "elapsed_time", "engine", "cores"]
+    assert report["status"] == "completed" and report["engine"] == "cpu-fast"
+    nonce = int(report["work"], 16)
+    assert report["nonce"] == format(nonce, "x") and len(report["work"]) == len(report["distance"]) == 128
+    assert qpow.is_valid(qpow.JobContext.from_header(bytes(32)), nonce, threshold)
+    assert int(report["distance"], 16) == qpow.distance(qpow.JobContext.from_header(bytes(32)), nonce)
+
+    result = await run("mine", "--header", "00" * 32, "--threshold", "0", "--end", "3e8", "--json",
+                       "--engine", "cpu-baseline", "--cores", "1")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) | {"elapsed_time": 0} == {
+        "status": "failed", "nonce": None, "work": None, "distance": None, "hash_count": 1000,
+        "elapsed_time": 0, "engine": "cpu-baseline", "cores": 1}
+
+    for bad in (["--header", "zz"], ["--threshold", str(2**512)], ["--start", "5", "--end", "4"]):
+        args = {"--header": "00" * 32, "--threshold": "1"}
+        args.update(dict(zip(bad[::2], bad[1::2])))
+        result = await run("mine", *[x for kv in args.items() for x in kv])
+        assert result.returncode == 2, bad
+
+
+async def test_bench_json_names_the_kernel_that_ran():
+    result = await run("bench", "--seconds", "0.3", "--cores", "1", "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert {"engine", "cores", "seconds", "hashes", "hash_rate", "kernel", "warmup_s", "cancel_latency_ms"} <= set(report)
+    assert report["engine"] == "cpu-fast" and report["cores"] == 1 and report["hashes"] > 0
+    assert report["kernel"].startswith("lanes8")
