@@ -1,0 +1,182 @@
+"""A simulated Quantus node driving a miner over HTTP exactly as the real node does (PROTOCOL.md).
+
+For each new block it cancels the previous job, submits a fresh UUID job over the whole nonce
+space (1 .. 2^512 - 1), polls `/result` every 500 ms, and verifies the returned `work` with the
+reference QPoW before importing the block. Optional "network" blocks arrive from elsewhere and
+force a cancel and a new job, as on a live chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+
+import attrs
+import httpx
+import trio
+
+from . import chain, qpow
+from .protocol import work_hex
+
+log = logging.getLogger("quantus_miner.devnet")
+
+POLL_S = 0.5  # the node's polling period
+PROBE_S = 1.0  # hash-rate probe before the first block
+
+
+@attrs.frozen
+class Block:
+    height: int
+    header: str
+    threshold: int
+    nonce: str | None
+    work: str | None
+    hash_count: int
+    elapsed_time: float
+    source: str  # "miner" | "network"
+    block_time: float  # seconds since the previous block
+
+    def to_json(self) -> dict:
+        return {"height": self.height, "header": self.header, "threshold": str(self.threshold),
+                "nonce": self.nonce, "work": self.work, "hash_count": self.hash_count,
+                "elapsed_time": self.elapsed_time, "source": self.source}
+
+
+@attrs.define
+class DevnetStats:
+    blocks: list[Block] = attrs.field(factory=list)
+    cancels: int = 0
+    rejected: int = 0  # seals that failed verification or jobs given up
+    live_rate: float = 0.0
+    threshold: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.blocks[-1].height if self.blocks else 0
+
+
+class ProtocolError(RuntimeError):
+    """The miner answered something the node cannot use."""
+
+
+@attrs.define
+class NodeSimulator:
+    miner_url: str
+    block_time: float = 10.0
+    network_block_rate: float = 0.0  # blocks/s arriving from elsewhere
+    seed: int = 0
+    blocks: int | None = None
+    on_block: Callable[[Block, DevnetStats], None] = lambda block, stats: None
+    on_poll: Callable[[DevnetStats], None] = lambda stats: None
+    stats: DevnetStats = attrs.field(factory=DevnetStats)
+
+    async def run(self) -> DevnetStats:
+        rng = random.Random(self.seed)
+        async with httpx.AsyncClient(base_url=self.miner_url, timeout=10) as client:
+            rate = await self._probe(client, rng)
+            self.stats.threshold = chain.threshold_for(rate, self.block_time)
+            header = chain.genesis_header(self.seed)
+            height, counter, previous_job = 1, 0, None
+            last_block_at = trio.current_time()
+            while self.blocks is None or len(self.stats.blocks) < self.blocks:
+                header_now = chain.next_header(header, height, counter)
+                if previous_job is not None:
+                    await self._cancel(client, previous_job)
+                job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                await self._mine(client, job_id, header_now, self.stats.threshold)
+                previous_job = job_id
+                network_at = (trio.current_time() + rng.expovariate(self.network_block_rate)
+                              if self.network_block_rate > 0 else float("inf"))
+                body = await self._poll_until_done(client, job_id, network_at)
+                now = trio.current_time()
+                if body is None:  # a network block arrived first
+                    last = await self._result(client, job_id)
+                    block = Block(height, header_now.hex(), self.stats.threshold, None, None,
+                                  last.get("hash_count", 0), last.get("elapsed_time", 0.0), "network",
+                                  now - last_block_at)
+                elif body["status"] == "completed":
+                    nonce = self._verified_nonce(header_now, self.stats.threshold, body)
+                    if nonce is None:
+                        self.stats.rejected += 1
+                        counter += 1
+                        continue
+                    block = Block(height, header_now.hex(), self.stats.threshold, body["nonce"], body["work"],
+                                  body["hash_count"], body["elapsed_time"], "miner", now - last_block_at)
+                else:  # failed / cancelled / not_found: the node logs it and gives up on the job
+                    log.error("job %s ended %s; retrying the block", job_id, body["status"])
+                    self.stats.rejected += 1
+                    counter += 1
+                    continue
+                self.stats.blocks.append(block)
+                self.stats.threshold = chain.adjust_threshold(self.stats.threshold, block.block_time,
+                                                              self.block_time)
+                self.on_block(block, self.stats)
+                header, height, counter, last_block_at = header_now, height + 1, 0, now
+            if previous_job is not None:
+                await self._cancel(client, previous_job)
+        return self.stats
+
+    async def _probe(self, client: httpx.AsyncClient, rng: random.Random) -> float:
+        """Measure the miner's hash rate with a threshold-0 job, the way any node-facing miner runs one."""
+        job_id = f"probe-{rng.getrandbits(32):08x}"
+        await self._mine(client, job_id, chain.genesis_header(self.seed), 0)
+        await trio.sleep(PROBE_S)
+        body = await self._result(client, job_id)
+        await self._cancel(client, job_id)
+        rate = body["hash_count"] / body["elapsed_time"] if body.get("elapsed_time") else 0.0
+        log.info("probe: %.0f nonces/s", rate)
+        return max(rate, 1.0)
+
+    async def _mine(self, client: httpx.AsyncClient, job_id: str, header: bytes, threshold: int) -> None:
+        r = await client.post("/mine", json={"job_id": job_id, "mining_hash": header.hex(),
+                                             "distance_threshold": str(threshold),
+                                             "nonce_start": work_hex(1), "nonce_end": work_hex(qpow.MAX_NONCE)})
+        if r.status_code != 200:
+            raise ProtocolError(f"/mine answered {r.status_code}: {r.text}")
+
+    async def _cancel(self, client: httpx.AsyncClient, job_id: str) -> None:
+        r = await client.post(f"/cancel/{job_id}")
+        if r.status_code not in (200, 404):  # the node treats cancelled and not_found as success
+            raise ProtocolError(f"/cancel answered {r.status_code}: {r.text}")
+        self.stats.cancels += 1
+
+    async def _result(self, client: httpx.AsyncClient, job_id: str) -> dict:
+        r = await client.get(f"/result/{job_id}")
+        try:
+            return r.json()
+        except ValueError:
+            return {"status": "unparseable"}
+
+    async def _poll_until_done(self, client: httpx.AsyncClient, job_id: str, network_at: float) -> dict | None:
+        while True:
+            wake = min(trio.current_time() + POLL_S, network_at)
+            await trio.sleep_until(wake)
+            if wake == network_at:
+                return None
+            body = await self._result(client, job_id)
+            if body.get("elapsed_time"):
+                self.stats.live_rate = body.get("hash_count", 0) / body["elapsed_time"]
+            self.on_poll(self.stats)
+            if body.get("status") != "running":
+                return body
+
+    @staticmethod
+    def _verified_nonce(header: bytes, threshold: int, body: dict) -> int | None:
+        """Decode `work` as the node does (exactly 64 bytes) and verify the seal with the reference."""
+        try:
+            work = bytes.fromhex(body["work"])
+        except (KeyError, TypeError, ValueError):
+            work = b""
+        if len(work) != 64:
+            log.error("work is not 64 bytes: %r", body.get("work"))
+            return None
+        nonce = int.from_bytes(work, "big")
+        if body.get("nonce") != format(nonce, "x"):
+            log.error("nonce %r does not match work", body.get("nonce"))
+            return None
+        if not qpow.is_valid(qpow.JobContext.from_header(header), nonce, threshold):
+            log.error("seal rejected: nonce %x is not valid for this header and threshold", nonce)
+            return None
+        return nonce
