@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__
 from .jobs import DuplicateJob, JobSnapshot
@@ -19,6 +20,7 @@ from .runtime import MinerRuntime, TooManyJobs
 log = logging.getLogger("quantus_miner.api")
 
 MAX_BODY_BYTES = 64 * 1024
+OPENAPI = (Path(__file__).with_name("openapi.json")).read_bytes()
 
 
 def json_response(body: dict, status: int = 200) -> Response:
@@ -64,7 +66,10 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
                    413: f"request body over {MAX_BODY_BYTES} bytes"}.get(exc.code, exc.description or exc.name)
         if request.path == "/mine" and request.method == "POST":
             metrics.mine_requests.labels("invalid").inc()
-        return error_response(exc.code or 400, message)
+        response = error_response(exc.code or 400, message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 requires it on a 405
+        return response
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
@@ -86,7 +91,7 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
             return error_response(409, f"job {req.job_id} already exists", req.job_id)
         except TooManyJobs as exc:
             metrics.mine_requests.labels("error").inc()
-            return error_response(503, str(exc), req.job_id)
+            return error_response(429, str(exc), req.job_id)
         metrics.mine_requests.labels("accepted").inc()
         return json_response({"status": "accepted", "job_id": req.job_id})
 
@@ -103,6 +108,10 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
         if runtime.cancel(job_id) is None:
             return json_response({"status": "not_found", "job_id": job_id, "message": "Job not found"}, 404)
         return json_response({"status": "cancelled", "job_id": job_id})
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return Response(OPENAPI, status=200, mimetype="application/json")
 
     @app.get("/health")
     async def health() -> Response:

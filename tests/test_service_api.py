@@ -199,7 +199,7 @@ async def test_too_many_running_jobs_is_refused_with_a_json_error(start_miner):
         miner = await start_miner(max_jobs=2)
         for i in range(2):
             assert (await miner.mine(f"j{i}", 0)).status_code == 200
-        body = assert_error_shape(await miner.mine("j2", 0), 503, "j2")
+        body = assert_error_shape(await miner.mine("j2", 0), 429, "j2")
         assert body["message"] == "too many running jobs (max 2); cancel one first"
         await miner.client.post("/cancel/j0")
         assert (await miner.mine("j2", 0)).status_code == 200
