@@ -20,6 +20,7 @@ from .runtime import MinerRuntime, TooManyJobs
 log = logging.getLogger("quantus_miner.api")
 
 MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 5
 OPENAPI = (Path(__file__).with_name("openapi.json")).read_bytes()
 
 
@@ -51,6 +52,16 @@ def route_template(rule: str) -> str:
 def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    # Quart does not notice a client that vanished mid-body; this bounds how long such a
+    # connection is held (the node's bodies are a few hundred bytes, sent at once).
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S  # no empty 200s for OPTIONS: a JSON 405 like any other method
+
+    @app.before_request
+    async def consume_body() -> None:
+        # Read every body (capped at MAX_BODY_BYTES) before answering, even on a 404/405: a
+        # response sent over an unread body now and then left a keep-alive connection stuck.
+        await request.get_data(cache=True)
 
     @app.after_request
     async def count_request(response: Response) -> Response:
@@ -69,6 +80,9 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
         response = error_response(exc.code or 400, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 requires it on a 405
+        if exc.code == 413:
+            # the rest of the body is never read, so the connection cannot carry another request
+            response.headers["Connection"] = "close"
         return response
 
     @app.errorhandler(Exception)

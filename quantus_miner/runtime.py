@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import time
 
 import trio
@@ -26,8 +28,24 @@ from .rates import next_chunk_size, seed_chunk
 log = logging.getLogger("quantus_miner")
 
 
+WORKER_NICE = 19  # mining threads yield the CPU to the event loop, so the node's polls stay fast
+_thread_state = threading.local()
+
+
 class TooManyJobs(RuntimeError):
     pass
+
+
+def lower_thread_priority() -> None:
+    """Renice the calling worker thread once (Linux: a thread id is a valid PRIO_PROCESS target)."""
+    if getattr(_thread_state, "niced", False):
+        return
+    _thread_state.niced = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), WORKER_NICE))
+    except (AttributeError, OSError):  # not Linux, or not permitted: mine at normal priority
+        pass
 
 
 class MinerRuntime:
@@ -117,6 +135,7 @@ class MinerRuntime:
             job.settled.set()
 
     def _search(self, job: Job, prepared: PreparedJob, lo: int, hi: int):
+        lower_thread_priority()
         t0 = time.monotonic()
         outcome = self.engine.search(prepared, lo, hi, job.flag)
         t1 = time.monotonic()

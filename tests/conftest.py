@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from quantus_miner.config import ServiceConfig
 from quantus_miner.server import serve_miner
 
-from .support import Miner
+from .support import Miner, Server
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run the long variants")
@@ -48,3 +48,22 @@ async def start_miner(nursery):
 @pytest.fixture(params=["cpu-fast", "cpu-baseline"])
 def engine_name(request):
     return request.param
+
+
+@pytest.fixture
+async def spawn_server(nursery):
+    """Start `quantus-miner serve` subprocesses (log drained); any still running at teardown is killed."""
+    servers = []
+
+    async def spawn(*args, env=None) -> Server:
+        with trio.fail_after(60):
+            server = await Server.start(*args, env=env)
+        nursery.start_soon(server.drain)
+        servers.append(server)
+        return server
+
+    yield spawn
+    for server in servers:
+        if server.proc.returncode is None:
+            server.proc.kill()
+            await server.proc.wait()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
+
 import attrs
 import httpx
 import trio
@@ -50,3 +56,78 @@ class Miner:
             r = await c.get(self.running.metrics_url)
         assert r.status_code == 200
         return r.text
+
+
+MINER = [sys.executable, "-m", "quantus_miner"]
+
+
+async def run(*args, env=None, timeout=60):
+    with trio.fail_after(timeout):
+        return await trio.run_process([*MINER, *args], capture_stdout=True, capture_stderr=True, check=False,
+                                      env={**os.environ, **(env or {})})
+
+
+class Server:
+    """A `quantus-miner serve` subprocess whose API URL was read from its ready line (logged at info)."""
+
+    def __init__(self, proc, api_url, metrics_url):
+        self.proc, self.api_url, self.metrics_url = proc, api_url, metrics_url
+
+    @classmethod
+    async def start(cls, *args, env=None):
+        proc = await trio.lowlevel.open_process([*MINER, "serve", *args], stderr=subprocess.PIPE,
+                                                env={**os.environ, **(env or {})})
+        buf = b""
+        while b"ready:" not in buf:
+            chunk = await proc.stderr.receive_some()
+            if not chunk:
+                raise AssertionError(f"miner exited before ready: {buf.decode()}")
+            buf += chunk
+        line = buf.decode().split("ready:")[1].splitlines()[0]
+        api = re.search(r"API (http://\S+?)(,|$)", line).group(1)
+        metrics = re.search(r"metrics (http://\S+)", line)
+        return cls(proc, api, metrics.group(1) if metrics else None)
+
+    async def drain(self) -> None:
+        """Keep reading the server's log so a full pipe never blocks it (run in a nursery)."""
+        while await self.proc.stderr.receive_some():
+            pass
+
+    @property
+    def port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1])
+
+    def resources(self) -> dict:
+        """RSS (MiB), open fds and threads of the server process, from /proc."""
+        pid = self.proc.pid
+        rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+        return {"rss_mib": rss / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                "threads": len(os.listdir(f"/proc/{pid}/task"))}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SyncServer:
+    """`quantus-miner serve` as a subprocess for synchronous tests (e.g. Hypothesis-driven ones)."""
+
+    def __init__(self, *args):
+        import threading
+
+        self.proc = subprocess.Popen([*MINER, "serve", *args], stderr=subprocess.PIPE)
+        lines = []
+        for raw in self.proc.stderr:
+            lines.append(raw.decode(errors="replace"))
+            if "ready:" in lines[-1]:
+                break
+        else:
+            raise AssertionError("miner exited before ready: " + "".join(lines))
+        self.api_url = re.search(r"API (http://\S+?)(,|$)", lines[-1]).group(1)
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # drain the log
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=10)

@@ -18,44 +18,7 @@ import trio
 from quantus_miner import qpow
 from quantus_miner.config import ConfigError, resolve
 
-from .support import MAX, mine_body
-
-MINER = [sys.executable, "-m", "quantus_miner"]
-
-
-async def run(*args, env=None, timeout=60):
-    with trio.fail_after(timeout):
-        return await trio.run_process([*MINER, *args], capture_stdout=True, capture_stderr=True, check=False,
-                                      env={**os.environ, **(env or {})})
-
-
-class Server:
-    """A `quantus-miner serve` subprocess whose API URL was read from its ready line."""
-
-    def __init__(self, proc, api_url, metrics_url):
-        self.proc, self.api_url, self.metrics_url = proc, api_url, metrics_url
-
-    @classmethod
-    async def start(cls, *args, env=None):
-        proc = await trio.lowlevel.open_process([*MINER, "serve", *args], stderr=subprocess.PIPE,
-                                                env={**os.environ, **(env or {})})
-        buf = b""
-        while b"ready:" not in buf:
-            chunk = await proc.stderr.receive_some()
-            if not chunk:
-                raise AssertionError(f"miner exited before ready: {buf.decode()}")
-            buf += chunk
-        line = buf.decode().split("ready:")[1].splitlines()[0]
-        api = re.search(r"API (http://\S+?)(,|$)", line).group(1)
-        metrics = re.search(r"metrics (http://\S+)", line)
-        return cls(proc, api, metrics.group(1) if metrics else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from .support import MAX, free_port, mine_body, run
 
 @pytest.mark.parametrize("args, env, message", [
     (["--progress-chunk-ms", "0"], {}, "--progress-chunk-ms='0' must be a positive integer"),
@@ -93,9 +56,9 @@ async def test_port_in_use_exits_2_and_starts_nothing(which):
     assert "cannot bind the" in result.stderr.decode() and "ready:" not in result.stderr.decode()
 
 
-async def test_sigterm_during_mining_cancels_and_exits_0_within_2_s():
+async def test_sigterm_during_mining_cancels_and_exits_0_within_2_s(spawn_server):
     with trio.fail_after(60):
-        server = await Server.start("--port", "0", "--progress-chunk-ms", "200")
+        server = await spawn_server("--port", "0", "--progress-chunk-ms", "200")
         async with httpx.AsyncClient(base_url=server.api_url) as client:
             assert (await client.post("/mine", json=mine_body("j", 0))).status_code == 200
             while (await client.get("/result/j")).json()["hash_count"] == 0:
@@ -105,15 +68,15 @@ async def test_sigterm_during_mining_cancels_and_exits_0_within_2_s():
             assert await server.proc.wait() == 0
 
 
-async def test_sigkill_then_restart_serves_again_on_the_same_port():
+async def test_sigkill_then_restart_serves_again_on_the_same_port(spawn_server):
     with trio.fail_after(60):
         port = free_port()
-        server = await Server.start("--port", str(port))
+        server = await spawn_server("--port", str(port))
         async with httpx.AsyncClient(base_url=server.api_url) as client:
             await client.post("/mine", json=mine_body("j", 0))
         server.proc.kill()
         await server.proc.wait()
-        again = await Server.start("--port", str(port))
+        again = await spawn_server("--port", str(port))
         async with httpx.AsyncClient(base_url=again.api_url) as client:
             assert (await client.get("/health")).json()["active_jobs"] == 0
         again.proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import trio
 import yaml
 
-from .support import EASY
+from .support import EASY, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -104,12 +103,6 @@ def test_promtool(args):
     assert shutil.which("promtool"), "promtool missing: scripts/bootstrap installs Debian's prometheus"
     result = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_every_dashboard_and_rule_query_works_on_live_data(start_miner, tmp_path):
