@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import trio
 
@@ -29,23 +30,34 @@ log = logging.getLogger("quantus_miner")
 
 
 WORKER_NICE = 19  # mining threads yield the CPU to the event loop, so the node's polls stay fast
-_thread_state = threading.local()
 
 
 class TooManyJobs(RuntimeError):
     pass
 
 
-def lower_thread_priority() -> None:
-    """Renice the calling worker thread once (Linux: a thread id is a valid PRIO_PROCESS target)."""
-    if getattr(_thread_state, "niced", False):
-        return
-    _thread_state.niced = True
+@contextmanager
+def background_priority():
+    """Run the calling thread at nice WORKER_NICE, then put its priority back.
+
+    Linux accepts a thread id as a PRIO_PROCESS target. The restore matters because trio reuses
+    threads, and a process spawned from a reniced thread would inherit its nice value; raising
+    it back needs CAP_SYS_NICE, so without it the cached thread simply stays in the background.
+    """
+    tid = threading.get_native_id()
     try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), WORKER_NICE))
+        previous = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, max(previous, WORKER_NICE))
     except (AttributeError, OSError):  # not Linux, or not permitted: mine at normal priority
-        pass
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, previous)
+            except OSError:
+                pass
 
 
 class MinerRuntime:
@@ -135,10 +147,10 @@ class MinerRuntime:
             job.settled.set()
 
     def _search(self, job: Job, prepared: PreparedJob, lo: int, hi: int):
-        lower_thread_priority()
-        t0 = time.monotonic()
-        outcome = self.engine.search(prepared, lo, hi, job.flag)
-        t1 = time.monotonic()
+        with background_priority():
+            t0 = time.monotonic()
+            outcome = self.engine.search(prepared, lo, hi, job.flag)
+            t1 = time.monotonic()
         return outcome, t1, t1 - t0
 
     async def _worker(self, job: Job, prepared: PreparedJob, worker: int, part: tuple[int, int]) -> None:
