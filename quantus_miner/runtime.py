@@ -29,7 +29,6 @@ from .rates import next_chunk_size, seed_chunk
 log = logging.getLogger("quantus_miner")
 
 
-WORKER_NICE = 19  # mining threads yield the CPU to the event loop, so the node's polls stay fast
 
 
 class TooManyJobs(RuntimeError):
@@ -37,8 +36,8 @@ class TooManyJobs(RuntimeError):
 
 
 @contextmanager
-def background_priority():
-    """Run the calling thread at nice WORKER_NICE, then put its priority back.
+def background_priority(nice: int):
+    """Run the calling thread at `nice` (mining yields the CPU to the event loop), then restore it.
 
     Linux accepts a thread id as a PRIO_PROCESS target. The restore matters because trio reuses
     threads, and a process spawned from a reniced thread would inherit its nice value; raising
@@ -47,7 +46,7 @@ def background_priority():
     tid = threading.get_native_id()
     try:
         previous = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, max(previous, WORKER_NICE))
+        os.setpriority(os.PRIO_PROCESS, tid, max(previous, nice))
     except (AttributeError, OSError):  # not Linux, or not permitted: mine at normal priority
         previous = None
     try:
@@ -147,7 +146,7 @@ class MinerRuntime:
             job.settled.set()
 
     def _search(self, job: Job, prepared: PreparedJob, lo: int, hi: int):
-        with background_priority():
+        with background_priority(self.config.worker_nice):
             t0 = time.monotonic()
             outcome = self.engine.search(prepared, lo, hi, job.flag)
             t1 = time.monotonic()

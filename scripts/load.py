@@ -2,7 +2,7 @@
 
 While all cores mine one job: N clients poll `/result` at 2 Hz over keep-alive connections and a
 mine/cancel pair runs every 100 ms, for `--seconds`; then `--lifecycles` more job lifecycles run
-back to back. Reports /result latency p50/p99 (client monotonic clock), errors, and the server's
+back to back. The miner runs with `--worker-nice 19` (API latency first). Reports /result latency p50/p99 (client monotonic clock), errors, and the server's
 RSS, fds, threads and exposed series at the start and the end (after retention has passed).
 
 Run: .venv/bin/python scripts/load.py --seconds 60 --lifecycles 10000
@@ -86,7 +86,7 @@ def resources(pid: int) -> dict:
 
 def start_server() -> tuple[subprocess.Popen, int, str]:
     proc = subprocess.Popen([*MINER, "--port", "0", "--metrics-port", "0", "--job-retention-s", str(RETENTION_S),
-                             "--progress-chunk-ms", "500"], stderr=subprocess.PIPE)
+                             "--progress-chunk-ms", "500", "--worker-nice", "19"], stderr=subprocess.PIPE)
     for raw in proc.stderr:
         line = raw.decode(errors="replace")
         if "ready:" in line:

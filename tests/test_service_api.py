@@ -10,6 +10,9 @@ Test charter:
 - Every test runs under `trio.fail_after` (plus the global pytest timeout), so a hang fails fast.
 """
 
+import os
+import threading
+
 import pytest
 import trio
 
@@ -228,3 +231,24 @@ async def test_job_longer_than_retention_is_still_reported_after_it_ends(start_m
         assert body["hash_count"] == 3_000_000
         while (await miner.result("slow"))["status"] != "not_found":  # forgotten once retention has passed
             await trio.sleep(0.05)
+
+
+def thread_nices() -> dict[int, int]:
+    """nice value of every thread of this process, from /proc (field 19; comm may hold spaces)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[16])
+    return out
+
+
+async def test_mining_threads_run_at_the_configured_nice_and_the_event_loop_does_not(start_miner):
+    with trio.fail_after(30):
+        miner = await start_miner(worker_nice=7, progress_chunk_ms=100)
+        await miner.mine("nice", 0)
+        while 7 not in thread_nices().values():  # a worker thread is inside a chunk
+            await trio.sleep(0.01)
+        assert thread_nices()[threading.get_native_id()] == 0
+        await miner.client.post("/cancel/nice")
+        await miner.runtime.table.get("nice").settled.wait()
+        assert set(thread_nices().values()) == {0}  # priorities were put back after each chunk
