@@ -15,6 +15,7 @@ nonce an engine reports is re-verified with the reference before it is returned.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Protocol
 
 import attrs
@@ -124,8 +125,6 @@ def measure_rate(engine: Engine, seconds: float = 0.1) -> float:
     Measured at nonces near 2^511, where the baseline's exponentiations are slowest, so a
     first chunk sized from it errs short rather than long.
     """
-    import time
-
     job = engine.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
     flag = new_cancel_flag()
     size, cursor, tested = 16, 1 << 511, 0

@@ -5,11 +5,8 @@ Every test is bounded by `trio.fail_after`; servers are found through their "rea
 
 import json
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 
 import httpx
 import pytest

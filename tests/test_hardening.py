@@ -13,7 +13,6 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -66,7 +65,7 @@ async def test_openapi_document_is_served_and_describes_the_protocol(start_miner
         assert set(spec["paths"]) == {"/mine", "/result/{job_id}", "/cancel/{job_id}", "/health", "/openapi.json"}
 
 
-async def run_schemathesis(start_miner, max_examples: int, timeout: float) -> str:
+async def run_schemathesis(start_miner, max_examples: int, timeout: float, workdir: Path) -> str:
     miner = await start_miner(max_jobs=32, progress_chunk_ms=200, job_retention_s=5)
     anchor = str(uuid.uuid4())
     await miner.mine(anchor, 0)
@@ -79,22 +78,23 @@ async def run_schemathesis(start_miner, max_examples: int, timeout: float) -> st
              "--generation-database", "none", "--request-timeout", "10",
              # schema-valid bodies with nonce_start > nonce_end are rightly refused (PROTOCOL.md)
              "--exclude-checks", "positive_data_acceptance"],
-            capture_stdout=True, capture_stderr=True, check=False, env={**os.environ, "NO_COLOR": "1"})
+            capture_stdout=True, capture_stderr=True, check=False, env={**os.environ, "NO_COLOR": "1"},
+            cwd=workdir)  # schemathesis keeps a cache in its working directory: not in the tree
     out = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, out[-6000:]
     await assert_anchor_undisturbed(miner, anchor, before)
     return out
 
 
-async def test_schemathesis_fuzz_finds_no_5xx_and_no_schema_violations(start_miner):
+async def test_schemathesis_fuzz_finds_no_5xx_and_no_schema_violations(start_miner, tmp_path):
     with trio.fail_after(300):
-        await run_schemathesis(start_miner, max_examples=15, timeout=240)
+        await run_schemathesis(start_miner, max_examples=15, timeout=240, workdir=tmp_path)
 
 
 @pytest.mark.slow
-async def test_schemathesis_fuzz_long(start_miner):
+async def test_schemathesis_fuzz_long(start_miner, tmp_path):
     with trio.fail_after(3000):
-        out = await run_schemathesis(start_miner, max_examples=1000, timeout=2900)
+        out = await run_schemathesis(start_miner, max_examples=1000, timeout=2900, workdir=tmp_path)
         print([line for line in out.splitlines() if "generated" in line])
 
 

@@ -13,7 +13,6 @@ Test charter:
 import os
 import threading
 
-import pytest
 import trio
 
 from quantus_miner import qpow
