@@ -164,9 +164,9 @@ def test_raw_fuzz_bodies_methods_paths_and_content_types(fuzz_server):
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 def test_raw_fuzz_long(fuzz_server):
-    cases = raw_fuzz(fuzz_server, 10_000)
+    cases = raw_fuzz(fuzz_server, 12_500)  # some generated URLs never leave the client
     print(f"raw fuzz: {cases} requests, 0 server errors")
-    assert cases >= 9_000
+    assert cases >= 10_000
 
 
 # -- faults ------------------------------------------------------------------------------------
