@@ -28,7 +28,7 @@ class ServiceConfig:
     log_level: str = "info"
     rate_ema_alpha: float = 0.2
     max_jobs: int = 16
-    worker_nice: int = 10  # mining threads' nice value: higher keeps the API snappier under load
+    worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
     max_finished_jobs: int = 1000
 
 
