@@ -151,3 +151,15 @@ def test_unknown_kernel_is_refused():
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline\)$"):
         get_engine("gpu")
+
+
+def test_committed_kernels_match_their_generator():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen_kernels", root / "scripts" / "gen_kernels.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    committed = (root / "quantus_miner" / "kernels_unrolled.py").read_text()
+    assert committed == gen.render(), "run python scripts/gen_kernels.py"
