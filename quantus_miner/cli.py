@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 
 from . import __version__, protocol, qpow
+from .config import available_cores
 
 SUBCOMMANDS = ("serve", "mine", "bench", "devnet")
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def positive_int(text: str) -> int:
@@ -67,8 +63,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     from .service_cli import add_devnet_args, add_serve_args
 
-    add_serve_args(subs.setdefault("serve", sub.add_parser("serve", help="serve the node's HTTP API (default)")))
-    add_devnet_args(subs.setdefault("devnet", sub.add_parser("devnet", help="mine blocks against a built-in node simulator")))
+    subs["serve"] = sub.add_parser("serve", help="serve the node's HTTP API (default)")
+    subs["devnet"] = sub.add_parser("devnet", help="mine blocks against a built-in node simulator")
+    add_serve_args(subs["serve"])
+    add_devnet_args(subs["devnet"])
     return parser, subs
 
 

@@ -16,11 +16,16 @@ from .engines import ENGINE_NAMES
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def available_cores() -> int:
+    """All CPUs this process may use."""
+    return len(os.sched_getaffinity(0))
+
+
 @attrs.frozen
 class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 9833
-    cores: int = attrs.field(factory=lambda: len(os.sched_getaffinity(0)))  # all CPUs this process may use
+    cores: int = attrs.field(factory=lambda: available_cores())
     engine: str = "cpu-fast"
     progress_chunk_ms: int = 2000
     metrics_port: int | None = None
