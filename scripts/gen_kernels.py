@@ -1,4 +1,4 @@
-"""Generate quantus_miner/kernels_unrolled.py: straight-line lane bodies LLVM vectorises.
+"""Generate quantus_miner/engines/_generated_kernels.py: straight-line lane bodies LLVM vectorises.
 
 Run: python scripts/gen_kernels.py  (a test fails when the committed file differs)
 """
@@ -161,7 +161,7 @@ def render() -> str:
     return HEADER.format(limbs=LIMBS, bits=BITS, shifts=shifts, round_constants=rcs) + "\n".join(body) + "\n"
 
 
-OUTPUT = Path(__file__).resolve().parents[1] / "quantus_miner" / "kernels_unrolled.py"
+OUTPUT = Path(__file__).resolve().parents[1] / "quantus_miner" / "engines" / "_generated_kernels.py"
 
 if __name__ == "__main__":
     out = Path(os.environ.get("GEN_OUTPUT", OUTPUT))

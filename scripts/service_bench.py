@@ -14,8 +14,8 @@ import httpx
 import trio
 from prometheus_client import CollectorRegistry
 
-from quantus_miner.config import ServiceConfig
-from quantus_miner.server import serve_miner
+from quantus_miner.core.config import ServiceConfig
+from quantus_miner.service.server import serve_miner
 
 
 def body(job_id: str) -> dict:
@@ -31,8 +31,7 @@ async def measure(seconds: float) -> dict:
         async with httpx.AsyncClient(base_url=running.api_url) as client:
             t0 = time.monotonic()
             await client.post("/mine", json=body("bench"))
-            job = running.runtime.table.get("bench")
-            while not any(w.reports for w in job.workers):
+            while not any(w.reports for w in running.runtime.result("bench").workers):
                 await trio.sleep(0.001)
             first_progress = time.monotonic() - t0
             latencies = []
@@ -45,7 +44,7 @@ async def measure(seconds: float) -> dict:
             result = (await client.get("/result/bench")).json()
             t1 = time.monotonic()
             await client.post("/cancel/bench")
-            await job.settled.wait()  # every worker thread returned
+            await running.runtime.wait_settled("bench")  # every worker thread returned
             cancel_to_idle = time.monotonic() - t1
         nursery.cancel_scope.cancel()
     latencies.sort()

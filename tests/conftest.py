@@ -7,8 +7,8 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from quantus_miner.config import ServiceConfig
-from quantus_miner.server import serve_miner
+from quantus_miner.core.config import ServiceConfig
+from quantus_miner.service.server import serve_miner
 
 from .support import Miner, Server
 

@@ -13,7 +13,7 @@ import httpx
 import trio
 from prometheus_client import CollectorRegistry
 
-from quantus_miner import qpow
+from quantus_miner.core import qpow
 
 MAX = qpow.MAX_U512
 ZERO_HEADER = "00" * 32

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import trio
 
-from quantus_miner import qpow
-from quantus_miner.config import ConfigError, resolve
+from quantus_miner.core import qpow
+from quantus_miner.core.config import ConfigError, resolve
 
 from .support import MAX, free_port, mine_body, run
 

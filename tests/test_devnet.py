@@ -13,10 +13,11 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from quantus_miner import chain, qpow
-from quantus_miner.config import ServiceConfig
-from quantus_miner.devnet import NodeSimulator
-from quantus_miner.server import serve_miner
+from quantus_miner.core import qpow
+from quantus_miner.core.config import ServiceConfig
+from quantus_miner.devnet import chain
+from quantus_miner.devnet.simulator import NodeSimulator
+from quantus_miner.service.server import serve_miner
 
 
 def assert_seal(block):
@@ -35,7 +36,7 @@ async def test_devnet_mines_verified_blocks_and_cleans_up(nursery, engine, block
                                                                       task_status=task_status))
         running_jobs = []
         sim = NodeSimulator(running.api_url, block_time=block_time, network_block_rate=0.5, seed=3, blocks=4,
-                            on_block=lambda b, s: running_jobs.append(len(running.runtime.table.running())))
+                            on_block=lambda b, s: running_jobs.append(running.runtime.statistics().active_jobs))
         stats = await sim.run()
         assert len(stats.blocks) == 4 and stats.rejected == 0
         for block in stats.blocks:
@@ -46,10 +47,10 @@ async def test_devnet_mines_verified_blocks_and_cleans_up(nursery, engine, block
         assert max(running_jobs) <= 1  # every new block cancelled the previous job first
         network = sum(b.source == "network" for b in stats.blocks)
         assert registry.get_sample_value("miner_jobs_total", {"status": "cancelled"}) >= network + 1  # + the probe
-        assert running.runtime.table.running() == []
+        assert running.runtime.statistics().active_jobs == 0
         with trio.fail_after(1):
-            for job in running.runtime.table:
-                await job.settled.wait()  # every worker thread returned
+            for snap in running.runtime.snapshots():
+                await running.runtime.wait_settled(snap.job_id)  # every worker thread returned
         heights = [b.height for b in stats.blocks]
         assert heights == [1, 2, 3, 4]
 

@@ -24,9 +24,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quantus_miner import qpow
-from quantus_miner.api import BODY_TIMEOUT_S
-from quantus_miner.server import KEEP_ALIVE_S
+from quantus_miner.core import qpow
+from quantus_miner.service.api import BODY_TIMEOUT_S
+from quantus_miner.service.server import KEEP_ALIVE_S
 
 from .support import EASY, MAX, SyncServer, mine_body
 
@@ -60,7 +60,7 @@ async def test_openapi_document_is_served_and_describes_the_protocol(start_miner
         r = await miner.client.get("/openapi.json")
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
         spec = r.json()
-        packaged = Path(__file__).resolve().parents[1] / "quantus_miner" / "openapi.json"
+        packaged = Path(__file__).resolve().parents[1] / "quantus_miner" / "service" / "openapi.json"
         assert spec == json.loads(packaged.read_text())
         assert set(spec["paths"]) == {"/mine", "/result/{job_id}", "/cancel/{job_id}", "/health", "/openapi.json"}
 
@@ -191,7 +191,7 @@ async def test_engine_fault_fails_only_its_job_with_a_logged_reason(start_miner,
         body = await miner.wait_status("faulty", "failed")
         assert body["nonce"] is None
         assert "worker crashed: RuntimeError('injected engine fault')" in caplog.text
-        assert miner.runtime.table.get("faulty").reason.startswith("worker crashed")
+        assert miner.runtime.result("faulty").reason.startswith("worker crashed")
         h1 = (await miner.result("healthy"))["hash_count"]
         while (await miner.result("healthy"))["hash_count"] == h1:
             await trio.sleep(0.02)

@@ -157,12 +157,11 @@ async def test_chunk_reports_arrive_every_chunk_ms_on_both_engines(start_miner, 
     with trio.fail_after(60):
         miner = await start_miner(engine=engine_name, progress_chunk_ms=200)
         await miner.mine("cadence", 0)
-        job = miner.runtime.table.get("cadence")
 
         async def reports_at_least(n):
-            while min(w.reports for w in job.workers) < n:
+            while min(w.reports for w in (workers := miner.runtime.result("cadence").workers)) < n:
                 await trio.sleep(0.05)
-            return [(w.reports, w.last_report_at) for w in job.workers]
+            return [(w.reports, w.last_report_at) for w in workers]
 
         early = await reports_at_least(4)  # chunk sizing has converged after a few reports
         late = await reports_at_least(early[0][0] + 5)
@@ -188,5 +187,5 @@ async def test_series_count_is_flat_after_500_jobs_past_retention(start_miner):
             await lifecycle(f"churn-{i}")
         while (await miner.result("churn-499"))["status"] != "not_found":
             await trio.sleep(0.05)
-        assert len(miner.runtime.table) == 0
+        assert miner.runtime.statistics().retained_jobs == 0
         assert series_count(await miner.scrape()) == before

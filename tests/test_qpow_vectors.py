@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from quantus_miner import qpow
+from quantus_miner.core import qpow
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "qpow_vectors_public.json"
+VECTORS_PATH = Path(__file__).with_name("data") / "qpow_vectors_public.json"  # provenance: data/README.md
 VECTORS = json.loads(VECTORS_PATH.read_text())
 
 

@@ -1,4 +1,4 @@
-"""A simulated Quantus node driving a miner over HTTP exactly as the real node does (PROTOCOL.md).
+"""A simulated Quantus node driving a miner over HTTP exactly as the real node does (docs/protocol.md).
 
 For each new block it cancels the previous job, submits a fresh UUID job over the whole nonce
 space (1 .. 2^512 - 1), polls `/result` every 500 ms, and verifies the returned `work` with the
@@ -17,8 +17,9 @@ import attrs
 import httpx
 import trio
 
-from . import chain, qpow
-from .protocol import work_hex
+from ..core import qpow
+from ..core.protocol import work_hex
+from . import chain
 
 log = logging.getLogger("quantus_miner.devnet")
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import attrs
+import llvmlite.binding as llvm
 import numpy as np
 
-from . import kernels, limbs, qpow
-from .engines import ChunkOutcome, Found, PreparedJob, scan_reference, verified
+from ..core import qpow
+from ..core.outcomes import ChunkOutcome, verified
+from . import kernels, limbs
+from .base import PreparedJob
+from .baseline import scan_reference
 
 KERNELS = ("lanes8",)
 MAX_STEPS_PER_CALL = 1 << 40
@@ -14,8 +18,6 @@ MAX_STEPS_PER_CALL = 1 << 40
 
 def host_isa() -> str:
     """The widest SIMD the JIT targets on this host (names the kernel build in `bench --json`)."""
-    import llvmlite.binding as llvm
-
     features = llvm.get_host_cpu_features()
     for isa in ("avx512f", "avx2", "sse4.2"):
         if features.get(isa):
@@ -107,5 +109,3 @@ class FastEngine:
         job = self.prepare(ctx, 0)
         self.search(job, 1, 8 * kernels.L, np.zeros(1, dtype=np.uint8))
 
-
-__all__ = ["FastEngine", "Found"]

@@ -15,24 +15,20 @@ import threading
 import time
 from contextlib import contextmanager
 
+import attrs
+import numpy as np
 import trio
 
-from . import qpow
-from .config import ServiceConfig
-from .engines import Engine, PreparedJob
-from .jobs import CANCELLED, FAILED, DuplicateJob, Job, JobTable, Progress, WorkerState
+from ..core import qpow
+from ..core.config import ServiceConfig
+from ..core.jobs import RANGE_EXHAUSTED, Job, JobSnapshot, JobStatus, JobTable, Progress
+from ..core.partition import next_chunk, partition
+from ..core.rates import next_chunk_size, seed_chunk
+from ..core.requests import MineRequest, TooManyJobs
+from ..engines.base import Engine, PreparedJob, new_cancel_flag
 from .metrics import MinerMetrics
-from .mine_request import MineRequest
-from .partition import next_chunk, partition
-from .rates import next_chunk_size, seed_chunk
 
 log = logging.getLogger("quantus_miner")
-
-
-
-
-class TooManyJobs(RuntimeError):
-    pass
 
 
 @contextmanager
@@ -59,18 +55,38 @@ def background_priority(nice: int):
                 pass
 
 
+@attrs.frozen
+class RuntimeStatistics:
+    engine: str
+    kernel: str
+    cores: int
+    active_jobs: int
+    retained_jobs: int
+
+
+@attrs.define
+class JobShell:
+    """What the trio shell keeps beside a core `Job` while its workers run."""
+
+    flag: np.ndarray = attrs.field(factory=new_cancel_flag)  # stops this job's kernels within milliseconds
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    settled: trio.Event = attrs.field(factory=trio.Event)  # set once every worker of the job has returned
+
+
 class MinerRuntime:
-    def __init__(self, config: ServiceConfig, engine: Engine, metrics: MinerMetrics, table: JobTable,
+    def __init__(self, config: ServiceConfig, engine: Engine, metrics: MinerMetrics,
                  *, measured_rate: float | None = None, clock=time.monotonic):
         self.config = config
         self.engine = engine
         self.metrics = metrics
-        self.table = table
-        self.clock = clock
+        self.clock = clock  # the one clock: job times, rates and retention all read it
         self.measured_rate = measured_rate
+        self._table = JobTable(config.job_retention_s, config.max_finished_jobs)
+        self._shells: dict[str, JobShell] = {}
         self._limiter = trio.CapacityLimiter(config.cores)
         self._send, self._receive = trio.open_memory_channel[Progress](math.inf)
         self._nursery: trio.Nursery | None = None
+        metrics.observe(self.snapshots)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -87,79 +103,102 @@ class MinerRuntime:
 
     def stop_all(self) -> None:
         """Cancel every running job (shutdown): flags first, so threads return within milliseconds."""
-        now = self.clock()
-        for job in self.table.running():
-            job.end(CANCELLED, now, reason="shutdown")
-            self._retire(job)
+        for job in self._table.running():
+            self._end(job, JobStatus.CANCELLED, "shutdown")
 
-    # -- API operations (called on the trio thread; none awaits) ---------------------------------
+    # -- operations (called on the trio thread; none awaits) -------------------------------------
 
-    def submit(self, request: MineRequest) -> Job:
+    def submit(self, request: MineRequest) -> JobSnapshot:
+        """Start a job; raise `DuplicateJob` or `TooManyJobs` (both `Refused`) to turn it down."""
         if self._nursery is None:
             raise RuntimeError("runtime is not running")
-        if self.table.get(request.job_id) is not None:
-            raise DuplicateJob(f"job {request.job_id} already exists")
-        if len(self.table.running()) >= self.config.max_jobs:
-            raise TooManyJobs(f"too many running jobs (max {self.config.max_jobs}); cancel one first")
+        if request.job_id not in self._table and len(self._table.running()) >= self.config.max_jobs:
+            raise TooManyJobs(f"too many running jobs (max {self.config.max_jobs}); cancel one first",
+                              request.job_id)
         parts = partition(request.nonce_start, request.nonce_end, self.config.cores)
-        job = Job(request, self.engine.name, self.clock(), [WorkerState() for _ in parts])
-        self.table.add(job)
-        job.cancel_scope = trio.CancelScope()
-        job.settled = trio.Event()
-        self._nursery.start_soon(self._run_job, job, parts)
+        job = self._table.add(request, self.engine.name, len(parts), self.clock())
+        shell = self._shells[job.job_id] = JobShell()
+        self._nursery.start_soon(self._run_job, job, shell, parts)
         log.info("job %s accepted: %d worker(s), range %x..%x", job.job_id, len(parts),
                  request.nonce_start, request.nonce_end)
-        return job
+        return job.snapshot(job.started_at)
 
-    def cancel(self, job_id: str) -> Job | None:
+    def cancel(self, job_id: str) -> JobSnapshot | None:
         """Cancel a running job at once; a finished job keeps its final status. None if unknown."""
-        job = self.table.get(job_id)
-        if job is not None and job.running:
-            job.end(CANCELLED, self.clock())
-            self._retire(job)
-        return job
+        job = self._table.get(job_id)
+        if job is None:
+            return None
+        if job.running:
+            self._end(job, JobStatus.CANCELLED)
+        return job.snapshot(self.clock())
+
+    def result(self, job_id: str) -> JobSnapshot | None:
+        job = self._table.get(job_id)
+        return job.snapshot(self.clock()) if job is not None else None
+
+    def snapshots(self) -> list[JobSnapshot]:
+        """Every retained job, as of now (what the metrics collector reads at scrape time)."""
+        now = self.clock()
+        return [job.snapshot(now) for job in self._table]
+
+    def statistics(self) -> RuntimeStatistics:
+        return RuntimeStatistics(self.engine.name, self.engine.kernel, self.config.cores,
+                                 len(self._table.running()), len(self._table))
+
+    async def wait_settled(self, job_id: str) -> None:
+        """Wait until every worker thread of `job_id` has returned (at once if it already has)."""
+        shell = self._shells.get(job_id)
+        if shell is not None:
+            await shell.settled.wait()
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _retire(self, job: Job) -> None:
-        """Side effects of a job reaching its end status (job.end already set the kernel flag)."""
-        job.cancel_scope.cancel()
+    def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> None:
+        """End a job: the core transition, then its side effects, all in one place."""
+        forgotten = self._table.end(job, status, self.clock(), reason)
+        shell = self._shells.get(job.job_id)
+        if shell is not None:
+            shell.flag[0] = 1  # kernels stop within milliseconds
+            shell.cancel_scope.cancel()
         self.metrics.job_ended(job.engine, job.status)
-        level = logging.WARNING if job.status == FAILED and job.reason != "range exhausted" else logging.INFO
-        log.log(level, "job %s %s%s (%d nonces)", job.job_id, job.status,
-                f": {job.reason}" if job.reason else "", job.hash_count)
-        for forgotten in self.table.ended(job):
-            log.debug("job %s forgotten (finished-job cap)", forgotten.job_id)
+        level = logging.WARNING if status is JobStatus.FAILED and reason != RANGE_EXHAUSTED else logging.INFO
+        log.log(level, "job %s %s%s (%d nonces)", job.job_id, status, f": {reason}" if reason else "",
+                job.hash_count)
+        for old in forgotten:
+            log.debug("job %s forgotten (finished-job cap)", old.job_id)
 
     def _prepare(self, request: MineRequest) -> PreparedJob:
         return self.engine.prepare(qpow.JobContext.from_header(request.header), request.threshold)
 
-    async def _run_job(self, job: Job, parts: list[tuple[int, int]]) -> None:
+    async def _run_job(self, job: Job, shell: JobShell, parts: list[tuple[int, int]]) -> None:
         try:
-            with job.cancel_scope:
+            with shell.cancel_scope:
                 # deriving n runs Miller-Rabin on 512-bit candidates: milliseconds kept off the event loop
                 prepared = await trio.to_thread.run_sync(self._prepare, job.request)
                 async with trio.open_nursery() as nursery:
                     for worker, part in enumerate(parts):
-                        nursery.start_soon(self._worker, job, prepared, worker, part)
+                        nursery.start_soon(self._worker, job, shell, prepared, worker, part)
         finally:
-            job.settled.set()
+            shell.settled.set()
+            if self._shells.get(job.job_id) is shell:  # a forgotten id may have been reused meanwhile
+                del self._shells[job.job_id]
 
-    def _search(self, job: Job, prepared: PreparedJob, lo: int, hi: int):
+    def _search(self, prepared: PreparedJob, lo: int, hi: int, flag: np.ndarray):
         with background_priority(self.config.worker_nice):
             t0 = time.monotonic()
-            outcome = self.engine.search(prepared, lo, hi, job.flag)
+            outcome = self.engine.search(prepared, lo, hi, flag)
             t1 = time.monotonic()
         return outcome, t1, t1 - t0
 
-    async def _worker(self, job: Job, prepared: PreparedJob, worker: int, part: tuple[int, int]) -> None:
+    async def _worker(self, job: Job, shell: JobShell, prepared: PreparedJob, worker: int,
+                      part: tuple[int, int]) -> None:
         cursor, end = part
         size = seed_chunk(self.config.progress_chunk_ms, self.measured_rate)
         try:
             while cursor <= end:
                 lo, hi = next_chunk(cursor, end, size)
                 async with self._limiter:
-                    outcome, t, busy = await trio.to_thread.run_sync(self._search, job, prepared, lo, hi)
+                    outcome, t, busy = await trio.to_thread.run_sync(self._search, prepared, lo, hi, shell.flag)
                 cursor = lo + outcome.tested
                 self._send.send_nowait(Progress(job.job_id, worker, outcome.tested, t, busy, outcome.found,
                                                 finished=cursor > end and outcome.found is None))
@@ -173,17 +212,17 @@ class MinerRuntime:
     async def _actor(self) -> None:
         alpha = self.config.rate_ema_alpha
         async for p in self._receive:
-            job = self.table.get(p.job_id)
+            job = self._table.get(p.job_id)
             if job is None or not job.running:
                 continue
-            counted = job.apply(p, alpha)
+            counted, ending = job.apply(p, alpha)
             self.metrics.hashes.inc(counted)
-            if not job.running:
-                self._retire(job)
+            if ending is not None:
+                self._end(job, *ending)
 
     async def _reaper(self) -> None:
         period = min(1.0, max(self.config.job_retention_s / 4, 0.01))
         while True:
             await trio.sleep(period)
-            for job in self.table.expire(self.clock()):
+            for job in self._table.expire(self.clock()):
                 log.debug("job %s forgotten after retention", job.job_id)

@@ -1,15 +1,15 @@
-"""Prometheus metrics (METRICS.md): service counters plus job series read from job snapshots at scrape time.
+"""Prometheus metrics (docs/metrics.md): service counters plus job series read from job snapshots at scrape time.
 
-Job-labelled series come from the job table on every scrape, so they match `/result`
-exactly, rate series vanish the moment a job or worker ends, and everything about a
-job disappears when the job is forgotten: series stay bounded under endless churn.
+Job-labelled series come from the runtime's job snapshots on every scrape, so they match
+`/result` exactly, rate series vanish the moment a job or worker ends, and everything about
+a job disappears when the job is forgotten: series stay bounded under endless churn.
 
 >>> from prometheus_client import CollectorRegistry
->>> from quantus_miner.jobs import JobTable
 >>> registry = CollectorRegistry()
->>> m = MinerMetrics(registry, JobTable(300, 100), clock=lambda: 0.0)
->>> registry.get_sample_value("miner_active_jobs")
-0.0
+>>> m = MinerMetrics(registry)
+>>> m.observe(lambda: [])
+>>> registry.get_sample_value("miner_active_jobs"), registry.get_sample_value("miner_hashes_total")
+(0, 0.0)
 """
 
 from __future__ import annotations
@@ -19,24 +19,22 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .engines import ENGINE_NAMES
-from .jobs import END_STATUSES, STATUSES, JobTable
+from ..core.config import ENGINE_NAMES
+from ..core.jobs import END_STATUSES, STATUSES, JobSnapshot, JobStatus
 
 MINE_RESULTS = ("accepted", "duplicate", "invalid", "error")
 
 
 class JobCollector:
-    """Collects the job-labelled families and the two live gauges from the job table."""
+    """Collects the job-labelled families and the two live gauges from job snapshots."""
 
-    def __init__(self, table: JobTable, clock: Callable[[], float]):
-        self._table = table
-        self._clock = clock
+    def __init__(self, snapshots: Callable[[], list[JobSnapshot]]):
+        self._snapshots = snapshots
 
     def describe(self):
         return []  # families are built from live state at collect time
 
     def collect(self):
-        now = self._clock()
         hash_rate = GaugeMetricFamily("miner_hash_rate", "Sum of running jobs' hash rates (nonces/s)")
         active = GaugeMetricFamily("miner_active_jobs", "Jobs in state running")
         job_hashes = CounterMetricFamily("miner_job_hashes", "Nonces tested per job", labels=["engine", "job_id"])
@@ -49,15 +47,14 @@ class JobCollector:
         thread_rate = GaugeMetricFamily("miner_thread_hash_rate", "EMA of the worker's delta rate (nonces/s)",
                                         labels=["engine", "job_id", "thread_id"])
         total_rate, running = 0.0, 0
-        for job in self._table:
-            snap = job.snapshot(now)
+        for snap in self._snapshots():
             labels = [snap.engine, snap.job_id]
             job_hashes.add_metric(labels, snap.hash_count)
             for status in STATUSES:
                 job_status.add_metric([*labels, status], 1.0 if snap.status == status else 0.0)
             for w in snap.workers:
                 thread_hashes.add_metric([*labels, str(w.worker)], w.hashes)
-            if snap.status != "running":
+            if snap.status is not JobStatus.RUNNING:
                 continue  # remove-on-end: no rate series for an ended job
             running += 1
             total_rate += snap.rate
@@ -73,7 +70,7 @@ class JobCollector:
 class MinerMetrics:
     """The miner's metric set on a caller-supplied registry (never the global one)."""
 
-    def __init__(self, registry: CollectorRegistry, table: JobTable, clock: Callable[[], float]):
+    def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         self.hashes = Counter("miner_hashes", "Nonces tested, all jobs", registry=registry)
         self.jobs = Counter("miner_jobs", "Jobs that reached an end status", ["status"], registry=registry)
@@ -88,7 +85,10 @@ class MinerMetrics:
                 self.jobs_by_engine.labels(engine, status)
         for result in MINE_RESULTS:
             self.mine_requests.labels(result)
-        registry.register(JobCollector(table, clock))
+
+    def observe(self, snapshots: Callable[[], list[JobSnapshot]]) -> None:
+        """Expose the job series of whatever `snapshots()` returns at each scrape."""
+        self.registry.register(JobCollector(snapshots))
 
     def job_ended(self, engine: str, status: str) -> None:
         self.jobs.labels(status).inc()

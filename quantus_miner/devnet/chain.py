@@ -8,7 +8,7 @@
 
 import hashlib
 
-from .qpow import MAX_U512
+from ..core.qpow import MAX_U512
 
 MAX_STEP = 2.0  # difficulty moves at most x2 (or /2) per block
 

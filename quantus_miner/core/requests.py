@@ -1,4 +1,4 @@
-"""Parsing and validating a `POST /mine` body (sans-I/O).
+"""`POST /mine` bodies (sans-I/O): parsing, validation, and the refusals that carry their HTTP status.
 
 >>> req = parse_mine_request(b'{"job_id":"a","mining_hash":"' + b"00" * 32 + b'","distance_threshold":"5",'
 ...                          b'"nonce_start":"' + b"0" * 128 + b'","nonce_end":"' + b"f" * 128 + b'"}')
@@ -27,13 +27,37 @@ class MineRequest:
     nonce_end: int
 
 
-class InvalidRequest(ValueError):
-    """A 400: `message` says what is wrong; `job_id` is echoed when the body carried a usable one."""
+class Refused(Exception):
+    """A job request the miner turns down; `status` is the HTTP status the API answers with.
+
+    >>> DuplicateJob("job a already exists", "a").status
+    409
+    """
+
+    status = 400
 
     def __init__(self, message: str, job_id: str = ""):
         super().__init__(message)
         self.message = message
-        self.job_id = job_id
+        self.job_id = job_id  # echoed in the error body when the request carried a usable one
+
+
+class InvalidRequest(Refused):
+    """The body is not a valid mining request."""
+
+    status = 400
+
+
+class DuplicateJob(Refused):
+    """A job with this id exists (running or retained)."""
+
+    status = 409
+
+
+class TooManyJobs(Refused):
+    """`--max-jobs` jobs are running already."""
+
+    status = 429
 
 
 def usable_job_id(value: object) -> str:

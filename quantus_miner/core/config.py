@@ -1,19 +1,24 @@
-"""Service configuration: each tunable is a flag with an env twin and a default written once here.
+"""The settings table: every tunable of every command is a flag with an env twin and a default written once.
+
+A flag beats its environment variable, which beats the default; a bad value raises
+`ConfigError` naming the flag or variable at fault (the commands exit 2 with it).
 
 >>> resolve({"port": None}, {"MINER_PORT": "9000"}).port
 9000
+>>> resolve({}, {"MINER_CORES": "1"}, command="bench").cores
+1
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
-from .engines import ENGINE_NAMES
-
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENGINE_NAMES = ("cpu-fast", "cpu-baseline")  # `quantus_miner.engines.get_engine` builds each of them
+COMMANDS = ("serve", "mine", "bench", "devnet")
 
 
 def available_cores() -> int:
@@ -35,16 +40,6 @@ class ServiceConfig:
     max_jobs: int = 16
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
     max_finished_jobs: int = 1000
-
-
-@attrs.frozen
-class Setting:
-    name: str  # ServiceConfig field
-    flag: str
-    env: str
-    parse: object
-    help: str
-    aliases: tuple[str, ...] = ()
 
 
 def _port(text: str) -> int:
@@ -82,7 +77,7 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _choice(options):
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
             raise ValueError(f"must be one of {', '.join(options)}")
@@ -91,34 +86,62 @@ def _choice(options):
     return parse
 
 
+ALL = frozenset(COMMANDS)
+MINERS = frozenset({"serve", "devnet"})  # commands that start the miner service
+
+
+@attrs.frozen
+class Setting:
+    name: str  # ServiceConfig field
+    flag: str
+    env: str
+    parse: Callable[[str], object]
+    help: str
+    commands: frozenset[str] = frozenset({"serve"})
+    aliases: tuple[str, ...] = ()
+
+
 SETTINGS = (
     Setting("host", "--host", "MINER_HOST", str, "address to bind (0.0.0.0 for a node on another host)"),
     Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
     Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
-            ("--num-cores",)),
-    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine"),
+            ALL, ("--num-cores",)),
+    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine (default cpu-fast)", ALL),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
-            "target milliseconds between a worker's progress reports"),
-    Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port, "Prometheus /metrics port (default: none)"),
+            "target milliseconds between a worker's progress reports", MINERS),
+    Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
+            "Prometheus /metrics port (serve default: none; devnet default: any free port)", MINERS),
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
             "seconds a finished job stays queryable after it ended"),
-    Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS), "log level"),
+    Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
+            "log level (serve default: info; devnet default: warning)", MINERS),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
             "nice value of mining threads, 0-19 (higher: faster API under load, a little less hash rate)"),
 )
 
+# Defaults that differ by command: the devnet's miner takes any free ports and logs quietly.
+COMMAND_DEFAULTS: dict[str, dict[str, object]] = {
+    "devnet": {"port": 0, "metrics_port": 0, "log_level": "warning"},
+}
+
 
 class ConfigError(ValueError):
     pass
 
 
-def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Flag beats env beats default; raise ConfigError naming the flag and env var at fault."""
+def settings_for(command: str) -> tuple[Setting, ...]:
+    """The settings `command` takes, in table order."""
+    return tuple(s for s in SETTINGS if command in s.commands)
+
+
+def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
+            command: str = "serve") -> ServiceConfig:
+    """Flag beats env beats default; raise ConfigError naming the flag or env var at fault."""
     env = os.environ if env is None else env
-    values = {}
-    for s in SETTINGS:
+    values = dict(COMMAND_DEFAULTS.get(command, {}))
+    for s in settings_for(command):
         raw, source = flags.get(s.name), s.flag
         if raw is None and env.get(s.env, "") != "":
             raw, source = env[s.env], s.env

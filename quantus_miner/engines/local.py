@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import attrs
 
-from . import qpow
-from .engines import Engine, Found, new_cancel_flag
-from .partition import next_chunk, partition
+from ..core import qpow
+from ..core.outcomes import Found
+from ..core.partition import next_chunk, partition
+from .base import Engine, new_cancel_flag
 
 LOCAL_CHUNK_S = 0.1  # target seconds per chunk: keeps progress lively and the stop prompt
 

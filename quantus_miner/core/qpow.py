@@ -1,4 +1,4 @@
-"""The chain's proof of work (QPoW), in plain Python integers: the consensus reference.
+"""The chain's proof of work (QPoW v1, docs/qpow.md), in plain Python integers: the consensus reference.
 
 Every fast path in this project is checked against these functions.
 

@@ -1,4 +1,4 @@
-"""Hex and decimal formats of the node protocol (PROTOCOL.md), pure functions.
+"""Hex and decimal formats of the node protocol (docs/protocol.md), pure functions.
 
 >>> nonce_hex(4330), work_hex(1)[-4:]
 ('10ea', '0001')

@@ -10,16 +10,18 @@ import sys
 import trio
 from prometheus_client import CollectorRegistry
 
-from . import chain
-from .config import ConfigError, resolve
-from .devnet import Block, DevnetStats, NodeSimulator
+from ..core.config import ServiceConfig
+from ..devnet import chain
+from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..service.server import serve_miner
+from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
+
+HELP = "mine blocks against a built-in node simulator"
 
 log = logging.getLogger("quantus_miner.devnet")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    from .cli import positive_float, positive_int
-
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
     p.add_argument("--block-time", type=positive_float, default=10.0, help="target seconds per block (default 10)")
     p.add_argument("--network-block-rate", type=float, default=0.0,
@@ -27,11 +29,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="header chain and simulation seed (default 0)")
     p.add_argument("--miner-url", default=None, help="drive an already running miner instead of starting one")
     p.add_argument("--json", action="store_true", help="print one JSON object per block")
-    p.add_argument("--engine", default=None, help="engine of the started miner (env MINER_ENGINE)")
-    p.add_argument("--cores", "--num-cores", dest="cores", default=None, help="cores of the started miner")
-    p.add_argument("--metrics-port", default=None, help="metrics port of the started miner (default: any free port)")
-    p.add_argument("--progress-chunk-ms", default=None, help="progress chunk of the started miner")
-    p.add_argument("--log-level", default=None, help="log level (default warning)")
+    add_settings(p, "devnet")  # the started miner's settings
 
 
 class View:
@@ -65,7 +63,8 @@ class View:
               file=sys.stderr if self.as_json else self.out, flush=True)
 
 
-async def run_devnet(args: argparse.Namespace, *, task_status=trio.TASK_STATUS_IGNORED) -> DevnetStats:
+async def run_devnet(args: argparse.Namespace, config: ServiceConfig, *,
+                     task_status=trio.TASK_STATUS_IGNORED) -> DevnetStats:
     view = View(args.json)
     sim_kwargs = dict(block_time=args.block_time, network_block_rate=args.network_block_rate, seed=args.seed,
                       blocks=args.blocks, on_block=view.block, on_poll=view.poll)
@@ -74,11 +73,6 @@ async def run_devnet(args: argparse.Namespace, *, task_status=trio.TASK_STATUS_I
         stats = await NodeSimulator(args.miner_url, **sim_kwargs).run()
         view.summary(stats)
         return stats
-    from .server import serve_miner
-
-    flags = {"port": 0, "metrics_port": args.metrics_port if args.metrics_port is not None else 0,
-             "engine": args.engine, "cores": args.cores, "progress_chunk_ms": args.progress_chunk_ms}
-    config = resolve(flags)
     async with trio.open_nursery() as nursery:
         running = await nursery.start(lambda task_status: serve_miner(config, registry=CollectorRegistry(),
                                                                       task_status=task_status))
@@ -93,18 +87,12 @@ async def run_devnet(args: argparse.Namespace, *, task_status=trio.TASK_STATUS_I
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .service_cli import setup_logging
-
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
+    config = resolve_settings(args, parser, "devnet")
+    setup_logging(config.log_level)
     try:
-        resolve({"engine": args.engine, "cores": args.cores, "metrics_port": args.metrics_port,
-                 "progress_chunk_ms": args.progress_chunk_ms, "log_level": args.log_level})
-    except ConfigError as exc:
-        parser.error(str(exc))
-    setup_logging(args.log_level or "warning")
-    try:
-        trio.run(run_devnet, args)
+        trio.run(run_devnet, args, config)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -15,10 +15,10 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
+from ..core.config import ServiceConfig
+from ..engines import get_engine
+from ..engines.base import measure_rate
 from .api import create_app
-from .config import ServiceConfig
-from .engines import get_engine, measure_rate
-from .jobs import JobTable
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
@@ -97,7 +97,6 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     await trio.to_thread.run_sync(engine.warm_up)
     rate = await trio.to_thread.run_sync(measure_rate, engine)
     registry = registry if registry is not None else CollectorRegistry()
-    table = JobTable(config.job_retention_s, config.max_finished_jobs)
     api_config = hypercorn_config(config.host, config.port)
     metrics_config = hypercorn_config(config.host, config.metrics_port) if config.metrics_port is not None else None
     api_sockets = bind(api_config, "API")
@@ -107,9 +106,9 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         for sock in api_sockets.insecure_sockets:
             sock.close()
         raise
-    metrics = MinerMetrics(registry, table, clock=time.monotonic)
+    metrics = MinerMetrics(registry)
     async with trio.open_nursery() as nursery:
-        runtime = MinerRuntime(config, engine, metrics, table, measured_rate=rate, clock=time.monotonic)
+        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
         await nursery.start(runtime.run)
         app = create_app(runtime, runtime.metrics)
         await nursery.start(partial(worker_serve, wrap_app(app, None, "asgi"), api_config, sockets=api_sockets))

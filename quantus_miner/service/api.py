@@ -1,4 +1,4 @@
-"""The node-facing HTTP API (PROTOCOL.md) as a Quart-Trio app over a `MinerRuntime`."""
+"""The node-facing HTTP API (docs/protocol.md) as a Quart-Trio app over a `MinerRuntime`."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import __version__
-from .jobs import DuplicateJob, JobSnapshot
+from .. import __version__
+from ..core.jobs import JobSnapshot, JobStatus
+from ..core.protocol import nonce_hex, work_hex
+from ..core.requests import DuplicateJob, InvalidRequest, Refused, TooManyJobs, parse_mine_request
 from .metrics import MinerMetrics
-from .mine_request import InvalidRequest, parse_mine_request
-from .protocol import nonce_hex, work_hex
-from .runtime import MinerRuntime, TooManyJobs
+from .runtime import MinerRuntime
 
 log = logging.getLogger("quantus_miner.api")
 
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 5
 OPENAPI = (Path(__file__).with_name("openapi.json")).read_bytes()
+MINE_RESULT = {InvalidRequest: "invalid", DuplicateJob: "duplicate", TooManyJobs: "error"}  # miner_mine_requests_total
 
 
 def json_response(body: dict, status: int = 200) -> Response:
@@ -33,7 +34,7 @@ def error_response(status: int, message: str, job_id: str = "") -> Response:
 
 
 def result_body(snap: JobSnapshot) -> dict:
-    completed = snap.status == "completed"
+    completed = snap.status is JobStatus.COMPLETED
     return {
         "status": snap.status,
         "job_id": snap.job_id,
@@ -94,28 +95,20 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
     async def mine() -> Response:
         body = await request.get_data(as_text=False)
         try:
-            req = parse_mine_request(body)
-        except InvalidRequest as exc:
-            metrics.mine_requests.labels("invalid").inc()
-            return error_response(400, exc.message, exc.job_id)
-        try:
-            runtime.submit(req)
-        except DuplicateJob:
-            metrics.mine_requests.labels("duplicate").inc()
-            return error_response(409, f"job {req.job_id} already exists", req.job_id)
-        except TooManyJobs as exc:
-            metrics.mine_requests.labels("error").inc()
-            return error_response(429, str(exc), req.job_id)
+            snap = runtime.submit(parse_mine_request(body))
+        except Refused as exc:
+            metrics.mine_requests.labels(MINE_RESULT[type(exc)]).inc()
+            return error_response(exc.status, exc.message, exc.job_id)
         metrics.mine_requests.labels("accepted").inc()
-        return json_response({"status": "accepted", "job_id": req.job_id})
+        return json_response({"status": "accepted", "job_id": snap.job_id})
 
     @app.get("/result/<job_id>")
     async def result(job_id: str) -> Response:
-        job = runtime.table.get(job_id)
-        if job is None:
+        snap = runtime.result(job_id)
+        if snap is None:
             return json_response({"status": "not_found", "job_id": job_id, "nonce": None, "work": None,
                                   "hash_count": 0, "elapsed_time": 0.0}, 404)
-        return json_response(result_body(job.snapshot(runtime.clock())))
+        return json_response(result_body(snap))
 
     @app.post("/cancel/<job_id>")
     async def cancel(job_id: str) -> Response:
@@ -129,8 +122,9 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> Response:
-        return json_response({"status": "ok", "engine": runtime.engine.name, "cores": runtime.config.cores,
-                              "version": __version__, "active_jobs": len(runtime.table.running())})
+        stats = runtime.statistics()
+        return json_response({"status": "ok", "engine": stats.engine, "cores": stats.cores,
+                              "version": __version__, "active_jobs": stats.active_jobs})
 
     return app
 

@@ -1,27 +1,44 @@
-"""Job state: the job state machine, per-worker progress and rates, and the job table (sans-I/O).
+"""The job state machine and the job table (sans-I/O).
 
-All mutation happens on the trio thread; worker threads only produce `Progress` values.
+A job is `running` until exactly one transition ends it: `completed` (a valid nonce),
+`failed` (range exhausted, or a worker fault) or `cancelled`. `JobTable.end` is that
+transition; the trio shell calls it and then does the side effects (stop kernels, metrics,
+logs). Workers only produce `Progress` values; everything here runs on one thread.
 A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot disagree.
+
+>>> from quantus_miner.core.requests import MineRequest
+>>> table = JobTable(retention_s=300, max_finished=10)
+>>> job = table.add(MineRequest("a", bytes(32), 0, 1, 10), "cpu-fast", workers=1, now=0.0)
+>>> job.apply(Progress("a", 0, tested=10, t=1.0, finished=True), alpha=0.2)
+(10, (<JobStatus.FAILED: 'failed'>, 'range exhausted'))
+>>> table.end(job, JobStatus.FAILED, now=1.0, reason="range exhausted")
+[]
+>>> job.snapshot(now=5.0).elapsed_time, len(table.expire(now=302.0))
+(1.0, 1)
 """
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
-from typing import Any
 
 import attrs
-import numpy as np
 
-from .engines import Found, new_cancel_flag
-from .mine_request import MineRequest
+from .outcomes import Found
 from .rates import ema, instant_rate
+from .requests import DuplicateJob, MineRequest
 
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATUSES = (RUNNING, COMPLETED, FAILED, CANCELLED)
-END_STATUSES = (COMPLETED, FAILED, CANCELLED)
+
+class JobStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(JobStatus)
+END_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+RANGE_EXHAUSTED = "range exhausted"
 
 
 @attrs.frozen
@@ -53,7 +70,7 @@ class WorkerSnapshot:
 class JobSnapshot:
     job_id: str
     engine: str
-    status: str
+    status: JobStatus
     nonce: int | None
     distance: int | None
     hash_count: int
@@ -73,20 +90,20 @@ class WorkerState:
     last_report_at: float | None = None
 
 
+Ending = tuple[JobStatus, str | None]
+
+
 @attrs.define
 class Job:
     request: MineRequest
     engine: str
     started_at: float
     workers: list[WorkerState]
-    status: str = RUNNING
+    status: JobStatus = JobStatus.RUNNING
     hash_count: int = 0
     ended_at: float | None = None
     found: Found | None = None
     reason: str | None = None
-    flag: np.ndarray = attrs.field(factory=new_cancel_flag)
-    cancel_scope: Any = None  # the trio shell's per-job scope
-    settled: Any = None  # the trio shell's event: set once every worker of the job has returned
 
     @property
     def job_id(self) -> str:
@@ -94,12 +111,15 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.status == RUNNING
+        return self.status is JobStatus.RUNNING
 
-    def apply(self, p: Progress, alpha: float) -> int:
-        """Apply one report to a running job; return the nonces counted (0 once the job ended)."""
+    def apply(self, p: Progress, alpha: float) -> tuple[int, Ending | None]:
+        """Count one report; return (nonces counted, the ending it calls for or None).
+
+        A report that raced the job's end counts nothing: hash_count froze with the status.
+        """
         if not self.running:
-            return 0  # a chunk that raced the end: hash_count stays frozen with the status
+            return 0, None
         w = self.workers[p.worker]
         since = w.last_report_at if w.last_report_at is not None else self.started_at
         w.rate = ema(w.rate, instant_rate(p.tested, p.t - since), alpha)
@@ -109,25 +129,15 @@ class Job:
         w.last_report_at = p.t
         self.hash_count += p.tested
         if p.error is not None:
-            self.end(FAILED, p.t, reason=p.error)
-        elif p.found is not None:
+            return p.tested, (JobStatus.FAILED, p.error)
+        if p.found is not None:
             self.found = p.found
-            self.end(COMPLETED, p.t)
-        elif p.finished:
+            return p.tested, (JobStatus.COMPLETED, None)
+        if p.finished:
             w.finished = True
             if all(x.finished for x in self.workers):
-                self.end(FAILED, p.t, reason="range exhausted")
-        return p.tested
-
-    def end(self, status: str, now: float, reason: str | None = None) -> None:
-        if status not in END_STATUSES:
-            raise ValueError(f"cannot end a job as {status!r}")
-        if not self.running:
-            raise ValueError(f"job {self.job_id} already ended as {self.status}")
-        self.status = status
-        self.ended_at = now
-        self.reason = reason
-        self.flag[0] = 1  # stops this job's kernels within milliseconds
+                return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
+        return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:
         end = self.ended_at if self.ended_at is not None else now
@@ -150,26 +160,30 @@ class Job:
         )
 
 
-class DuplicateJob(ValueError):
-    pass
-
-
 @attrs.define
 class JobTable:
-    """Running jobs and finished jobs retained for `retention_s` after they *ended* (at most `max_finished`)."""
+    """Running jobs, and finished jobs kept for `retention_s` after they *ended* (at most `max_finished`).
+
+    Running jobs are never dropped.
+    """
 
     retention_s: float
     max_finished: int
     _jobs: dict[str, Job] = attrs.field(factory=dict)
     _finished: OrderedDict[str, float] = attrs.field(factory=OrderedDict)  # job_id -> ended_at, oldest first
 
-    def add(self, job: Job) -> None:
-        if job.job_id in self._jobs:
-            raise DuplicateJob(f"job {job.job_id} already exists")
+    def add(self, request: MineRequest, engine: str, workers: int, now: float) -> Job:
+        if request.job_id in self._jobs:
+            raise DuplicateJob(f"job {request.job_id} already exists", request.job_id)
+        job = Job(request, engine, now, [WorkerState() for _ in range(workers)])
         self._jobs[job.job_id] = job
+        return job
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._jobs
 
     def __iter__(self):
         return iter(list(self._jobs.values()))
@@ -180,9 +194,16 @@ class JobTable:
     def running(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.running]
 
-    def ended(self, job: Job) -> list[Job]:
-        """Record that `job` ended; return jobs forgotten to keep at most `max_finished`."""
-        self._finished[job.job_id] = job.ended_at
+    def end(self, job: Job, status: JobStatus, now: float, reason: str | None = None) -> list[Job]:
+        """The one transition out of `running`; return jobs forgotten to keep at most `max_finished`."""
+        if status not in END_STATUSES:
+            raise ValueError(f"cannot end a job as {status!r}")
+        if not job.running:
+            raise ValueError(f"job {job.job_id} already ended as {job.status}")
+        job.status = JobStatus(status)
+        job.ended_at = now
+        job.reason = reason
+        self._finished[job.job_id] = now
         forgotten = []
         while len(self._finished) > self.max_finished:
             job_id, _ = self._finished.popitem(last=False)
@@ -190,7 +211,7 @@ class JobTable:
         return forgotten
 
     def expire(self, now: float) -> list[Job]:
-        """Forget finished jobs that ended more than `retention_s` ago; running jobs are never dropped."""
+        """Forget finished jobs that ended `retention_s` or more ago."""
         forgotten = []
         while self._finished:
             job_id, ended_at = next(iter(self._finished.items()))

@@ -1,0 +1,49 @@
+"""Argument plumbing shared by the commands: the settings table as flags, and small value parsers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..core.config import ConfigError, ServiceConfig, resolve, settings_for
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add `command`'s settings from the table: flag, aliases, env twin in the help."""
+    for s in settings_for(command):
+        parser.add_argument(s.flag, *s.aliases, dest=s.name, default=None, metavar=s.env,
+                            help=f"{s.help} (env {s.env})")
+
+
+def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str) -> ServiceConfig:
+    """The command's configuration (flag > env > default); a bad value exits 2 with the table's message."""
+    try:
+        return resolve({s.name: getattr(args, s.name) for s in settings_for(command)}, command=command)
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,27 @@
+"""Mining engines behind one interface (`base.Engine`): the registry of engines by CLI name.
+
+>>> get_engine("cpu-baseline").kernel
+'python-reference'
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core.config import ENGINE_NAMES
+from .base import Engine
+
+
+def get_engine(name: str) -> Engine:
+    if name == "cpu-baseline":
+        from .baseline import BaselineEngine
+
+        return BaselineEngine()
+    if name == "cpu-fast":
+        from .fast import FastEngine  # imports Numba only when asked for
+
+        return FastEngine.for_host(os.environ.get("MINER_KERNEL", "auto"))
+    raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINE_NAMES)})")
+
+
+__all__ = ["ENGINE_NAMES", "Engine", "get_engine"]

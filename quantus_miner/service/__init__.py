@@ -1,0 +1,1 @@
+"""The trio shell: the job runtime, the node-facing HTTP API, Prometheus metrics, and process wiring."""
