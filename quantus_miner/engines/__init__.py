@@ -10,12 +10,11 @@ import os
 
 from ..core.config import ENGINE_NAMES
 from .base import Engine
+from .baseline import BaselineEngine
 
 
 def get_engine(name: str) -> Engine:
     if name == "cpu-baseline":
-        from .baseline import BaselineEngine
-
         return BaselineEngine()
     if name == "cpu-fast":
         from .fast import FastEngine  # imports Numba only when asked for

@@ -1,0 +1,123 @@
+"""The package's layering, read from the source with `ast`: no import cycles, a pure core.
+
+Dependencies point one way: cli -> service, devnet -> engines -> core. The core imports no I/O or
+JIT library; imports inside functions exist only to defer Numba.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "quantus_miner"
+IMPURE = {"trio", "quart", "quart_trio", "hypercorn", "numba", "llvmlite", "numpy", "prometheus_client", "httpx",
+          "werkzeug", "socket", "asyncio", "threading", "subprocess"}
+LAYERS = ["core", "engines", "service", "devnet", "cli"]  # a layer may import only layers listed before it
+ALLOWED = {"core": set(), "engines": {"core"}, "service": {"core", "engines"}, "devnet": {"core"},
+           "cli": {"core", "engines", "service", "devnet"}}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(absolute module imported, whether the import sits inside a function) for every import."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    in_function = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function.update(id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, id(node) in in_function) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            # `from . import x` may name a submodule: record it when one exists
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                out.append((sub if sub in MODULES else target, id(node) in in_function))
+    return out
+
+
+FILES = sorted(PACKAGE.rglob("*.py"))
+MODULES = {module_name(p) for p in FILES}
+GRAPH = {module_name(p): imports(p) for p in FILES}
+
+
+def own(target: str) -> bool:
+    return target == "quantus_miner" or target.startswith("quantus_miner.")
+
+
+def layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle in a directed graph as a path that returns to its start, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for t in sorted(edges.get(m, ())):
+            if state.get(t) == 1:
+                return path[path.index(t):] + [t]
+            if t not in state and (cycle := visit(t, path + [t])):
+                return cycle
+        state[m] = 2
+        return None
+
+    for m in sorted(edges):
+        if m not in state and (cycle := visit(m, [m])):
+            return cycle
+    return None
+
+
+def test_no_import_cycles_between_the_package_modules():
+    edges = {m: {t for t, _ in deps if own(t) and t in MODULES and t != m} for m, deps in GRAPH.items()}
+    # a package's __init__ is imported before its modules; an edge to a parent package is not a cycle
+    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in edges.items()}
+    assert find_cycle(edges) is None, "import cycle: " + " -> ".join(find_cycle(edges))
+
+
+def test_core_imports_no_io_or_jit_library():
+    for module, deps in GRAPH.items():
+        if layer(module) == "core":
+            bad = sorted({t for t, _ in deps if t.split(".")[0] in IMPURE})
+            assert not bad, f"{module} imports {bad}"
+
+
+def test_layers_depend_one_way():
+    for module, deps in GRAPH.items():
+        mine = layer(module)
+        if mine is None:
+            continue
+        for target, _ in deps:
+            theirs = layer(target) if own(target) else None
+            if theirs and theirs != mine:
+                assert theirs in ALLOWED[mine], f"{module} ({mine}) imports {target} ({theirs})"
+
+
+def test_imports_inside_functions_only_defer_numba():
+    for module, deps in GRAPH.items():
+        for target, inside in deps:
+            if inside:
+                assert target == "quantus_miner.engines.fast", \
+                    f"{module} imports {target} inside a function"
+
+
+def test_the_checker_finds_cycles_and_reads_imports():
+    # the checks above can fail: a cycle is found, and real imports (relative ones too) are read
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    runtime = {t for t, _ in GRAPH["quantus_miner.service.runtime"]}
+    assert {"trio", "quantus_miner.core.jobs", "quantus_miner.service.metrics"} <= runtime
