@@ -159,9 +159,9 @@ async def test_chunk_reports_arrive_every_chunk_ms_on_both_engines(start_miner, 
         await miner.mine("cadence", 0)
 
         async def reports_at_least(n):
-            while min(w.reports for w in (workers := miner.runtime.result("cadence").workers)) < n:
+            while min(w.reports for w in miner.runtime.result("cadence").workers) < n:
                 await trio.sleep(0.05)
-            return [(w.reports, w.last_report_at) for w in workers]
+            return [(w.reports, w.last_report_at) for w in miner.runtime.result("cadence").workers]
 
         early = await reports_at_least(4)  # chunk sizing has converged after a few reports
         late = await reports_at_least(early[0][0] + 5)
