@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
 PROM = GRAFANA / "prometheus"
 NAMES = ["miner-dashboard.json", "engines-comparison-dashboard.json", "instances-comparison-dashboard.json"]
-EXPORTED = {  # METRICS.md, as exposed (counters with _total)
+EXPORTED = {  # docs/metrics.md, as exposed (counters with _total)
     "miner_hashes_total", "miner_hash_rate", "miner_jobs_total", "miner_jobs_by_engine_total", "miner_active_jobs",
     "miner_mine_requests_total", "miner_http_requests_total", "miner_job_hashes_total", "miner_job_hash_rate",
     "miner_job_status", "miner_thread_hashes_total", "miner_thread_hash_rate",

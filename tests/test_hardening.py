@@ -76,7 +76,7 @@ async def run_schemathesis(start_miner, max_examples: int, timeout: float, workd
         result = await trio.run_process(
             [str(cli), "run", f"{miner.running.api_url}/openapi.json", "-n", str(max_examples), "--seed", "7",
              "--generation-database", "none", "--request-timeout", "10",
-             # schema-valid bodies with nonce_start > nonce_end are rightly refused (PROTOCOL.md)
+             # schema-valid bodies with nonce_start > nonce_end are rightly refused (docs/protocol.md)
              "--exclude-checks", "positive_data_acceptance"],
             capture_stdout=True, capture_stderr=True, check=False, env={**os.environ, "NO_COLOR": "1"},
             cwd=workdir)  # schemathesis keeps a cache in its working directory: not in the tree
