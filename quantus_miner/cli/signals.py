@@ -47,6 +47,8 @@ class SignalStop:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.signum is not None:
+            return  # stopping: a later signal still exits at once, never with a KeyboardInterrupt traceback
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 

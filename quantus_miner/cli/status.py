@@ -27,6 +27,7 @@ class StatusLine:
         self.live = not quiet and self.stream.isatty()
         self.period = REDRAW_S if self.live else log_s
         self.meter = SpeedMeter(windows=(RATE_WINDOW_S,), resolution=0.25)
+        self.meter.add(0.0, 0)  # work starts at zero: the first update already has a rate
         self._shown_at = float("-inf") if self.live else 0.0  # plain lines start after one period
         self._drawn = False
 

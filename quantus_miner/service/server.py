@@ -24,7 +24,7 @@ from .api import create_app
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
-from .speedlog import log_speed
+from .speedlog import SAMPLE_S, log_speed
 
 log = logging.getLogger("quantus_miner")
 
@@ -90,10 +90,12 @@ def describe(config: ServiceConfig) -> str:
 
 
 async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | None = None,
-                      speed_windows: Sequence[float] = DEFAULT_WINDOWS, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      speed_windows: Sequence[float] = DEFAULT_WINDOWS, speed_sample_s: float = SAMPLE_S,
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the miner until cancelled; `nursery.start` hands back a `RunningMiner` once it is ready.
 
-    `speed_windows` are the speed line's windows in seconds (tests shorten them).
+    `speed_windows` are the speed line's windows and `speed_sample_s` its sampling period, in seconds
+    (tests shorten them).
     """
     log.info("configuration: %s", describe(config))
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
@@ -126,7 +128,8 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
             metrics_url = url_of(metrics_sockets) + "/metrics"
         api_url = url_of(api_sockets)
         if config.log_speed_s > 0:
-            nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows))
+            nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
+                                               sample_s=speed_sample_s))
         # the probe only sizes first chunks: 0.1 s on one thread near nonce 2^511, cold caches, no
         # neighbours; said so, lest it be read as the mining rate (the speed line gives that)
         log.info("ready: engine %s (%s) on %d core(s); warm-up probe %.0f nonces/s on one core near nonce "
