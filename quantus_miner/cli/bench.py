@@ -13,7 +13,7 @@ import numpy as np
 from ..core import qpow
 from ..engines import Engine, get_engine
 from ..engines.base import BENCH_HEADER, new_cancel_flag
-from ..engines.local import solve
+from ..engines.local import LocalResult, solve
 from .args import add_settings, positive_float, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
@@ -33,28 +33,28 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop() as stop:
         engine = get_engine(config.engine)
+        ctx = qpow.JobContext.from_header(BENCH_HEADER)
         t0 = time.monotonic()
         try:
             engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
-        except Interrupted:
-            print(f"bench: {stop.name} during warm-up ({time.monotonic() - t0:.2f} s); nothing measured",
-                  file=sys.stderr)
-            return stop.exit_status
-        warmup_s = time.monotonic() - t0
-        flag = new_cancel_flag()
-        stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-        ctx = qpow.JobContext.from_header(BENCH_HEADER)
-        # threshold 0 never matches in practice, so every nonce of the window is scanned
-        result = solve(engine, ctx, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
-                       on_progress=lambda frontier, elapsed: status.update(frontier.tested, elapsed))
+        except Interrupted:  # before any kernel ran: nothing measured
+            warmup_s = time.monotonic() - t0
+            result = LocalResult(None, 0, 0.0, 1, stopped=True)
+        else:
+            warmup_s = time.monotonic() - t0
+            flag = new_cancel_flag()
+            stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
+            # threshold 0 never matches in practice, so every nonce of the window is scanned
+            result = solve(engine, ctx, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
+                           on_progress=lambda frontier, elapsed: status.update(frontier.tested, elapsed))
         status.clear()
-        latency = None if stop.signum else cancel_latency(engine, ctx, flag)
+        latency = None if stop.signum else cancel_latency(engine, ctx, stop_flag=flag)
         report = {
             "engine": engine.name,
             "cores": config.cores,
             "seconds": result.elapsed_time,
             "hashes": result.hash_count,
-            "hash_rate": result.hash_count / result.elapsed_time,
+            "hash_rate": result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0,
             "kernel": engine.kernel,
             "warmup_s": warmup_s,
             "cancel_latency_ms": None if latency is None or stop.signum else latency * 1000,

@@ -9,7 +9,7 @@ import sys
 from ..core import protocol, qpow
 from ..engines import get_engine
 from ..engines.base import new_cancel_flag
-from ..engines.local import solve
+from ..engines.local import LocalResult, solve
 from .args import add_settings, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
@@ -51,13 +51,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         engine = get_engine(config.engine)
         try:
             engine.warm_up()
-        except Interrupted:
-            print(f"mine: {stop.name} before mining started (warm-up); nothing tested", file=sys.stderr)
-            return stop.exit_status
-        flag = new_cancel_flag()
-        stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-        ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
-        result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress, flag=flag)
+        except Interrupted:  # before any kernel ran: stopped with nothing tested
+            result = LocalResult(None, 0, 0.0, start, stopped=True)
+        else:
+            flag = new_cancel_flag()
+            stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
+            ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
+            result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress, flag=flag)
         status.clear()
         found = result.found
         report = {
