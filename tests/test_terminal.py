@@ -121,6 +121,19 @@ def test_mine_shows_an_updating_status_line_and_ctrl_c_says_where_to_resume(term
     assert tested >= counts[-1]
 
 
+def test_bench_shows_its_status_line_and_ctrl_c_reports_what_it_measured(terminal):
+    term = terminal("bench", "--seconds", "60", "--cores", "1")
+    frames = term.read_until(STATUS, timeout=30, count=2)
+    assert frames[0].group(1) == b"bench" and nonces_of(frames[1]) > nonces_of(frames[0])
+    term.ctrl_c()
+    t0 = time.monotonic()
+    assert term.wait(timeout=5) == 130 and time.monotonic() - t0 < 1.0
+    out = term.read_to_end(timeout=2).decode()
+    assert "Traceback" not in out
+    assert re.search(r"stopped by SIGINT after [\d.]+ of 60 s: cpu-fast \(\S+\) on 1 core\(s\): [\d.]+ M nonces/s "
+                     r"\([\d,]+ nonces in [\d.]+ s\); warm-up [\d.]+ s; cancel latency not measured", out), out
+
+
 def test_ctrl_c_stops_serve_with_one_summary_and_130(terminal):
     term = terminal("serve", "--port", "0", "--progress-chunk-ms", "200", "--cores", "2")
     line = term.read_until(re.compile(rb"ready: [^\n]*API (http://[\d.:]+)"), timeout=30)[0]
