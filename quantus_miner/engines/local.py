@@ -88,9 +88,10 @@ def solve(
                 with lock:
                     on_progress(frontier, time.monotonic() - t0)
     finally:
-        stopped = bool(flag[0]) and not found
+        flagged = bool(flag[0])  # by a find or by the caller
         flag[0] = 1
         for t in threads:
             t.join()
+    stopped = flagged and not found and frontier.resume_point() <= end  # else it finished anyway
     return LocalResult(found[0] if found else None, frontier.tested, time.monotonic() - t0,
                        frontier.resume_point(), stopped)
