@@ -176,6 +176,8 @@ with SignalStop(on_signal=lambda signum: None):  # a first stop that never finis
 
 
 def test_a_second_signal_exits_at_once_even_when_the_first_stop_hangs():
+    """The commands' own `SignalStop`; the wedged stop is simulated, since every real stop finishes in ms
+    (and two Ctrl-C in one instant reach a process as one pending SIGINT)."""
     proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"armed\n"
