@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from quantus_miner.core.jobs import END_STATUSES, RANGE_EXHAUSTED, JobStatus, JobTable, Progress
 from quantus_miner.core.outcomes import Found
-from quantus_miner.core.partition import next_chunk, partition
+from quantus_miner.core.partition import Frontier, next_chunk, partition
 from quantus_miner.core.rates import MAX_CHUNK, MAX_GROWTH, MIN_SEED_CHUNK, ema, next_chunk_size, seed_chunk
+from quantus_miner.core.speed import SpeedMeter, speed_line, status_line
 from quantus_miner.core.requests import (DuplicateJob, InvalidRequest, MineRequest, Refused, TooManyJobs,
                                          parse_mine_request)
 
@@ -202,3 +203,63 @@ def test_chunks_are_sized_from_measured_throughput_within_bounds():
 def test_ema_starts_at_the_first_value():
     assert ema(None, 10.0, 0.2) == 10.0
     assert ema(10.0, 20.0, 0.5) == 15.0
+
+
+# -- the frontier of a local search, and its resume point --------------------------------------
+
+
+@given(sizes=st.lists(st.integers(1, 50), min_size=1, max_size=30), stop_after=st.lists(st.integers(0, 50)))
+def test_everything_below_the_resume_point_was_tested(sizes, stop_after):
+    f = Frontier(7, 7 + 400)
+    tested = set()
+    chunks = [c for c in (f.take(n) for n in sizes) if c is not None]
+    for i, (lo, hi) in enumerate(chunks):  # some chunks run to their end, some stop early, some never return
+        if i % 3 == 2:
+            continue
+        n = min(hi - lo + 1, stop_after[i]) if i < len(stop_after) else hi - lo + 1
+        f.done((lo, hi), n)
+        tested.update(range(lo, lo + n))
+    assert set(range(7, f.resume_point())) <= tested
+    assert f.tested == len(tested)
+
+
+def test_a_fully_tested_range_resumes_past_its_end():
+    f = Frontier(1, 10)
+    while (chunk := f.take(3)) is not None:
+        f.done(chunk, chunk[1] - chunk[0] + 1)
+    assert f.resume_point() == 11 and f.share() == 1.0
+
+
+# -- hash rates over windows -------------------------------------------------------------------
+
+
+def test_speed_windows_read_na_until_they_have_that_much_history():
+    m = SpeedMeter(windows=(10, 60, 900))
+    for t in range(0, 61):
+        m.add(float(t), 2_000_000 * t)
+    assert m.rates() == (2e6, 2e6, None)
+    assert speed_line(m.rates(), m.windows, active_jobs=2, jobs_completed=5, jobs_ended=7) == (
+        "speed 10s/60s/15m 2.000 2.000 n/a M nonces/s; 2 active job(s), 5 completed of 7 ended")
+
+
+def test_each_window_sees_only_its_own_span():
+    m = SpeedMeter(windows=(10, 60))
+    total = 0
+    for t in range(0, 121):  # 1 M/s for 110 s, then 3 M/s for the last 10 s
+        m.add(float(t), total)
+        total += 3_000_000 if t >= 110 else 1_000_000
+    assert m.rate(10) == 3e6
+    assert m.rate(60) == pytest.approx((50 * 1e6 + 10 * 3e6) / 60)
+
+
+def test_the_sample_ring_is_bounded_whatever_the_sampling_rate():
+    m = SpeedMeter(windows=(10, 900), resolution=1.0)
+    for i in range(20_000):  # 10 samples a second for 2000 s
+        m.add(i / 10, 5 * i)  # 50 nonces/s
+    assert len(m) == m.capacity == 903
+    assert m.rate(900) == pytest.approx(50.0) and m.rate(10) == pytest.approx(50.0)
+
+
+def test_status_line_shows_the_share_only_when_given():
+    assert status_line(1_500_000, 3e6, 3725.0) == "1,500,000 nonces  3.000 M/s  1:02:05"
+    assert status_line(10, 1e3, 1.0, share=0.5) == "10 nonces  0.001 M/s  0:01  50.00 % of the range"

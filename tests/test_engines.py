@@ -17,6 +17,7 @@ from quantus_miner.core.outcomes import ChunkOutcome, ConsensusError, verified
 from quantus_miner.engines import get_engine
 from quantus_miner.engines.base import new_cancel_flag
 from quantus_miner.engines.fast import KERNELS, FastEngine
+from quantus_miner.engines.local import solve
 
 ENGINES = ["cpu-baseline", "cpu-fast"]
 MAX = qpow.MAX_U512
@@ -128,6 +129,19 @@ def test_setting_the_flag_stops_a_running_search_within_milliseconds(engine):
     assert not worker.is_alive()
     assert result[0].cancelled and result[0].found is None and result[0].tested > 0
     assert latency < 0.25, f"cancel took {latency * 1000:.1f} ms"
+
+
+def test_a_stopped_local_search_reports_a_resume_point_below_which_all_was_tested(engine):
+    ctx = qpow.JobContext.from_header(bytes(32))
+    flag = new_cancel_flag()
+    stopper = threading.Timer(0.3, lambda: flag.__setitem__(0, 1))  # as the signal handler does
+    stopper.start()
+    t0 = time.monotonic()
+    result = solve(engine, ctx, 0, 5, 10**15, 2, flag=flag)
+    assert time.monotonic() - t0 < 2.0
+    assert result.stopped and result.found is None and result.hash_count > 0
+    # shared frontier: nonces 5 .. resume_at - 1 were all tested, plus at most the chunks in flight
+    assert 5 < result.resume_at <= 5 + result.hash_count
 
 
 def test_a_wrong_candidate_is_rejected_by_verification():

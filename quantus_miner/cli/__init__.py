@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from .. import __version__
 from . import bench, devnet, mine, serve
+from .signals import exit_status
+
+STOPPED = (exit_status(signal.SIGINT), exit_status(signal.SIGTERM))
 
 COMMANDS = {"serve": serve, "mine": mine, "bench": bench, "devnet": devnet}
 
@@ -23,12 +28,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command and return its exit status; a command stopped by a signal exits the process here."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # bare `quantus-miner [flags]` serves, as the seed-era miner did
     parser, subs = build_parser()
     args = parser.parse_args(argv)
-    return COMMANDS[args.command].run(args, subs[args.command])
+    try:
+        status = COMMANDS[args.command].run(args, subs[args.command])
+    except KeyboardInterrupt:  # a Ctrl-C before the command installed its handlers (imports, parsing)
+        status = exit_status(signal.SIGINT)
+    if status in STOPPED:
+        # stopped by a signal, summary printed: skip interpreter teardown, which after a cold start
+        # (Numba's compiler state, a compile abandoned in a thread) can take over a second
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 __all__ = ["main", "build_parser"]

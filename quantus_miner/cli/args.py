@@ -45,5 +45,8 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
 
 
 def setup_logging(level: str) -> None:
+    # on a terminal each record first erases the line it lands on: a live status line (devnet's)
+    # would otherwise run into it
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=clear + "%(asctime)s %(levelname)s %(name)s: %(message)s")

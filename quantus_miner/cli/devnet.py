@@ -13,8 +13,12 @@ from prometheus_client import CollectorRegistry
 from ..core.config import ServiceConfig
 from ..devnet import chain
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..core.speed import duration
+from ..service.runtime import MinerRuntime
 from ..service.server import serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
+from .signals import SignalStop
+from .status import CLEAR
 
 HELP = "mine blocks against a built-in node simulator"
 
@@ -45,44 +49,63 @@ class View:
             return
         line = (f"block {block.height:>4} by {block.source:<7} in {block.block_time:6.2f} s  "
                 f"{block.hash_count:>12,} nonces  next difficulty {chain.expected_tries(stats.threshold):,.0f} tries")
-        print(("\r\x1b[K" if self.live else "") + line, file=self.out, flush=True)
+        print((CLEAR if self.live else "") + line, file=self.out, flush=True)
 
     def poll(self, stats: DevnetStats) -> None:
         if self.live:
-            self.out.write(f"\r\x1b[Kheight {stats.height + 1}  mining at {stats.live_rate / 1e6:.3f} M/s  "
+            self.out.write(f"{CLEAR}height {stats.height + 1}  mining at {stats.live_rate / 1e6:.3f} M/s  "
                            f"difficulty {chain.expected_tries(stats.threshold):,.0f} tries  "
                            f"cancels {stats.cancels}")
             self.out.flush()
 
-    def summary(self, stats: DevnetStats) -> None:
+    def summary(self, stats: DevnetStats, nonces: int, elapsed: float, stopped_by: str | None = None) -> None:
         mined = sum(b.source == "miner" for b in stats.blocks)
         times = [b.block_time for b in stats.blocks]
         mean = sum(times) / len(times) if times else 0.0
-        print(f"devnet: {len(stats.blocks)} block(s) ({mined} mined, {len(stats.blocks) - mined} from the network), "
-              f"mean block time {mean:.2f} s, {stats.cancels} cancel(s), {stats.rejected} rejected",
-              file=sys.stderr if self.as_json else self.out, flush=True)
+        rate = nonces / elapsed if elapsed > 0 else 0.0
+        out = sys.stderr if self.as_json else self.out
+        if self.live:
+            out.write(CLEAR)
+        print(f"devnet{f' stopped by {stopped_by}' if stopped_by else ''}: {len(stats.blocks)} block(s) "
+              f"({mined} mined, {len(stats.blocks) - mined} from the network), {nonces:,} nonces, "
+              f"{rate / 1e6:.3f} M/s on average, elapsed {duration(elapsed)}, mean block time {mean:.2f} s, "
+              f"{stats.cancels} cancel(s), {stats.rejected} rejected", file=out, flush=True)
 
 
-async def run_devnet(args: argparse.Namespace, config: ServiceConfig, *,
+async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: SignalStop | None = None, *,
                      task_status=trio.TASK_STATUS_IGNORED) -> DevnetStats:
+    """Run the devnet until `--blocks` or, with `stop`, the first signal; print the summary either way."""
     view = View(args.json)
+    stats = DevnetStats()
     sim_kwargs = dict(block_time=args.block_time, network_block_rate=args.network_block_rate, seed=args.seed,
-                      blocks=args.blocks, on_block=view.block, on_poll=view.poll)
-    if args.miner_url:
-        task_status.started(None)
-        stats = await NodeSimulator(args.miner_url, **sim_kwargs).run()
-        view.summary(stats)
-        return stats
+                      blocks=args.blocks, on_block=view.block, on_poll=view.poll, stats=stats)
+    started: list[MinerRuntime] = []
+    t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
-        running = await nursery.start(lambda task_status: serve_miner(config, registry=CollectorRegistry(),
-                                                                      task_status=task_status))
-        print(f"devnet: miner {running.api_url} ({config.engine}, {config.cores} core(s)); "
-              f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
-        task_status.started(running)
-        stats = await NodeSimulator(running.api_url, **sim_kwargs).run()
-        view.summary(stats)
-        running.runtime.stop_all()
-        nursery.cancel_scope.cancel()
+        def halt() -> None:
+            for runtime in started:
+                runtime.stop_all()  # kernel flags first: threads return within milliseconds
+            nursery.cancel_scope.cancel()
+
+        if stop is not None:
+            token = trio.lowlevel.current_trio_token()
+            stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        if args.miner_url:
+            task_status.started(None)
+            # a remote miner lives on: the simulator cancels its own job when stopped
+            await NodeSimulator(args.miner_url, cancel_on_stop=True, **sim_kwargs).run()
+        else:
+            running = await nursery.start(lambda task_status: serve_miner(config, registry=CollectorRegistry(),
+                                                                          task_status=task_status))
+            started.append(running.runtime)
+            t0 = trio.current_time()  # the miner's warm-up is not mining time
+            print(f"devnet: miner {running.api_url} ({config.engine}, {config.cores} core(s)); "
+                  f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
+            task_status.started(running)
+            await NodeSimulator(running.api_url, **sim_kwargs).run()
+        halt()
+    nonces = started[0].hashes if started else sum(b.hash_count for b in stats.blocks)
+    view.summary(stats, nonces, trio.current_time() - t0, stop.name if stop is not None else None)
     return stats
 
 
@@ -91,8 +114,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--network-block-rate must be >= 0")
     config = resolve_settings(args, parser, "devnet")
     setup_logging(config.log_level)
-    try:
-        trio.run(run_devnet, args, config)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    if config.log_level != "error":  # the speed line shows at devnet's default level (warning) too
+        logging.getLogger("quantus_miner.speed").setLevel(logging.INFO)
+    with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
+        trio.run(run_devnet, args, config, stop)
+        return stop.exit_status or 0

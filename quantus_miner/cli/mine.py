@@ -1,4 +1,4 @@
-"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments."""
+"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments, 130/143 stopped."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import sys
 
 from ..core import protocol, qpow
 from ..engines import get_engine
-from ..engines.local import solve
+from ..engines.base import new_cancel_flag
+from ..engines.local import LocalResult, solve
 from .args import add_settings, resolve_settings
+from .signals import Interrupted, SignalStop
+from .status import StatusLine
 
 HELP = "solve one job locally"
+
+
+SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a whole 2^512 range never moves)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -21,6 +27,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", default="f" * 128, help="last nonce, hex (default 2^512 - 1)")
     add_settings(p, "mine")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -34,34 +41,51 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise ValueError("--start must be <= --end")
     except ValueError as exc:
         parser.error(str(exc))
-    engine = get_engine(config.engine)
-    ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
-    engine.warm_up()
-    progress = None
-    if not args.json and sys.stderr.isatty():
-        def progress(count: int, elapsed: float) -> None:
-            rate = count / elapsed if elapsed > 0 else 0.0
-            sys.stderr.write(f"\r{count:>16,} nonces  {rate / 1e6:8.3f} M/s  {elapsed:7.1f} s")
-            sys.stderr.flush()
-    result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress)
-    if progress:
-        sys.stderr.write("\n")
-    found = result.found
-    report = {
-        "status": "completed" if found else "failed",
-        "nonce": protocol.nonce_hex(found.nonce) if found else None,
-        "work": protocol.work_hex(found.nonce) if found else None,
-        "distance": protocol.work_hex(found.distance) if found else None,
-        "hash_count": result.hash_count,
-        "elapsed_time": result.elapsed_time,
-        "engine": engine.name,
-        "cores": config.cores,
-    }
-    if args.json:
-        print(json.dumps(report))
-    elif found:
-        print(f"completed: nonce {report['nonce']} (distance {report['distance']}) "
-              f"after {result.hash_count:,} nonces in {result.elapsed_time:.2f} s")
-    else:
-        print(f"failed: no valid nonce in the range ({result.hash_count:,} nonces in {result.elapsed_time:.2f} s)")
-    return 0 if found else 1
+    status = StatusLine("mine", quiet=args.quiet, log_s=config.progress_log_s)
+    finite = end - start + 1 < SHARE_SHOWN_BELOW
+
+    def progress(frontier, elapsed: float) -> None:
+        status.update(frontier.tested, elapsed, frontier.share() if finite else None)
+
+    with SignalStop() as stop:
+        engine = get_engine(config.engine)
+        try:
+            engine.warm_up()
+        except Interrupted:  # before any kernel ran: stopped with nothing tested
+            result = LocalResult(None, 0, 0.0, start, stopped=True)
+        else:
+            flag = new_cancel_flag()
+            stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
+            ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
+            result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress, flag=flag)
+        status.clear()
+        found = result.found
+        report = {
+            "status": "completed" if found else "stopped" if result.stopped else "failed",
+            "nonce": protocol.nonce_hex(found.nonce) if found else None,
+            "work": protocol.work_hex(found.nonce) if found else None,
+            "distance": protocol.work_hex(found.distance) if found else None,
+            "hash_count": result.hash_count,
+            "elapsed_time": result.elapsed_time,
+            "engine": engine.name,
+            "cores": config.cores,
+        }
+        rate = result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0
+        if result.stopped:
+            report["resume_start"] = format(result.resume_at, "x")
+        if args.json:
+            print(json.dumps(report))
+        elif found:
+            print(f"completed: nonce {report['nonce']} (distance {report['distance']}) "
+                  f"after {result.hash_count:,} nonces in {result.elapsed_time:.2f} s")
+        elif result.stopped:
+            print(f"stopped by {stop.name}: {result.hash_count:,} nonces in {result.elapsed_time:.2f} s "
+                  f"({rate / 1e6:.3f} M/s), no valid nonce yet; every nonce below {result.resume_at:x} tested: "
+                  f"resume with --start {result.resume_at:x}")
+        else:
+            print(f"failed: no valid nonce in the range ({result.hash_count:,} nonces in "
+                  f"{result.elapsed_time:.2f} s)")
+        sys.stdout.flush()
+        if result.stopped:
+            return stop.exit_status
+        return 0 if found else 1

@@ -1,17 +1,24 @@
-"""`quantus-miner serve` (also bare `quantus-miner`): serve the node's HTTP API until SIGINT/SIGTERM."""
+"""`quantus-miner serve` (also bare `quantus-miner`): serve the node's HTTP API until SIGINT/SIGTERM.
+
+The first signal cancels every job (kernel flags first) and stops the servers, logs one summary
+line and exits 130 (SIGINT) or 143 (SIGTERM); a second signal exits at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
+import time
 
 import trio
 
 from ..core.config import ServiceConfig
+from ..core.speed import duration
+from ..service.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
+from .signals import SignalStop
 
 HELP = "serve the node's HTTP API (default)"
 
@@ -22,27 +29,44 @@ def add_args(p: argparse.ArgumentParser) -> None:
     add_settings(p, "serve")
 
 
-async def serve_until_signal(config: ServiceConfig) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(serve_miner, config)
-            async for signum in signals:
-                log.info("%s: cancelling jobs and shutting down", signal.Signals(signum).name)
-                running.runtime.stop_all()  # kernel flags first: threads return within milliseconds
-                nursery.cancel_scope.cancel()
-                break
+async def serve_until_stopped(config: ServiceConfig, stop: SignalStop, started: list[MinerRuntime]) -> None:
+    """Serve until `stop` sees a signal; the runtime, once ready, is appended to `started`."""
+    token = trio.lowlevel.current_trio_token()
+    async with trio.open_nursery() as nursery:
+        def halt() -> None:
+            log.info("%s: cancelling jobs and shutting down (again: exit at once)", stop.name)
+            for runtime in started:
+                runtime.stop_all()  # kernel flags first: threads return within milliseconds
+            nursery.cancel_scope.cancel()
+
+        stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        running = await nursery.start(serve_miner, config)
+        started.append(running.runtime)
+        await trio.sleep_forever()
+
+
+def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> str:
+    if runtime is None:
+        return f"stopped by {signal_name} before ready (uptime {duration(uptime)})"
+    s = runtime.statistics()
+    rate = s.hashes / uptime if uptime > 0 else 0.0
+    return (f"stopped by {signal_name}: {s.jobs_ended + s.active_jobs} job(s) ({s.jobs_completed} completed), "
+            f"{s.hashes:,} nonces ({rate / 1e6:.3f} M/s over the uptime), uptime {duration(uptime)}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "serve")
     setup_logging(config.log_level)
     failures: list[BindError] = []
-    try:
-        trio.run(serve_until_signal, config)
-    except* BindError as group:
-        failures.extend(group.exceptions)
-    if failures:
-        print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
-        return 2
-    log.info("stopped")
-    return 0
+    started: list[MinerRuntime] = []
+    t0 = time.monotonic()
+    with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
+        try:
+            trio.run(serve_until_stopped, config, stop, started)
+        except* BindError as group:
+            failures.extend(group.exceptions)
+        if failures:
+            print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
+            return 2
+        log.info("%s", summary(started[0] if started else None, time.monotonic() - t0, stop.name))
+        return stop.exit_status or 0

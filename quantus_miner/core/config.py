@@ -40,6 +40,8 @@ class ServiceConfig:
     max_jobs: int = 16
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
     max_finished_jobs: int = 1000
+    log_speed_s: float = 60.0  # seconds between speed lines (serve, devnet); 0: none
+    progress_log_s: float = 10.0  # seconds between plain progress lines of mine/bench when stderr is no terminal
 
 
 def _port(text: str) -> int:
@@ -60,6 +62,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
         raise ValueError("must be a number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a number > 0")
     return value
 
 
@@ -88,6 +97,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 ALL = frozenset(COMMANDS)
 MINERS = frozenset({"serve", "devnet"})  # commands that start the miner service
+LOCAL = frozenset({"mine", "bench"})  # commands that mine in this process, without the service
 
 
 @attrs.frozen
@@ -119,6 +129,10 @@ SETTINGS = (
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
             "nice value of mining threads, 0-19 (higher: faster API under load, a little less hash rate)"),
+    Setting("log_speed_s", "--log-speed-s", "MINER_LOG_SPEED_S", _non_negative_float,
+            "seconds between speed lines (hash rate over 10 s / 60 s / 15 min; 0: none)", MINERS),
+    Setting("progress_log_s", "--progress-log-s", "MINER_PROGRESS_LOG_S", _positive_float,
+            "seconds between progress lines when stderr is not a terminal", LOCAL),
 )
 
 # Defaults that differ by command: the devnet's miner takes any free ports and logs quietly.

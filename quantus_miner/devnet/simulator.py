@@ -25,6 +25,7 @@ log = logging.getLogger("quantus_miner.devnet")
 
 POLL_S = 0.5  # the node's polling period
 PROBE_S = 1.0  # hash-rate probe before the first block
+STOP_CANCEL_S = 0.5  # bound on cancelling the current job when the simulator is stopped
 
 
 @attrs.frozen
@@ -72,51 +73,64 @@ class NodeSimulator:
     on_block: Callable[[Block, DevnetStats], None] = lambda block, stats: None
     on_poll: Callable[[DevnetStats], None] = lambda stats: None
     stats: DevnetStats = attrs.field(factory=DevnetStats)
+    cancel_on_stop: bool = False  # when cancelled, cancel the miner's current job (a miner that lives on)
+    _current: str | None = attrs.field(default=None, init=False)  # the job the miner is working on for us
 
     async def run(self) -> DevnetStats:
-        rng = random.Random(self.seed)
         async with httpx.AsyncClient(base_url=self.miner_url, timeout=10) as client:
-            rate = await self._probe(client, rng)
-            self.stats.threshold = chain.threshold_for(rate, self.block_time)
-            header = chain.genesis_header(self.seed)
-            height, counter, previous_job = 1, 0, None
-            last_block_at = trio.current_time()
-            while self.blocks is None or len(self.stats.blocks) < self.blocks:
-                header_now = chain.next_header(header, height, counter)
-                if previous_job is not None:
-                    await self._cancel(client, previous_job)
-                job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-                await self._mine(client, job_id, header_now, self.stats.threshold)
-                previous_job = job_id
-                network_at = (trio.current_time() + rng.expovariate(self.network_block_rate)
-                              if self.network_block_rate > 0 else float("inf"))
-                body = await self._poll_until_done(client, job_id, network_at)
-                now = trio.current_time()
-                if body is None:  # a network block arrived first
-                    last = await self._result(client, job_id)
-                    block = Block(height, header_now.hex(), self.stats.threshold, None, None,
-                                  last.get("hash_count", 0), last.get("elapsed_time", 0.0), "network",
-                                  now - last_block_at)
-                elif body["status"] == "completed":
-                    nonce = self._verified_nonce(header_now, self.stats.threshold, body)
-                    if nonce is None:
-                        self.stats.rejected += 1
-                        counter += 1
-                        continue
-                    block = Block(height, header_now.hex(), self.stats.threshold, body["nonce"], body["work"],
-                                  body["hash_count"], body["elapsed_time"], "miner", now - last_block_at)
-                else:  # failed / cancelled / not_found: the node logs it and gives up on the job
-                    log.error("job %s ended %s; retrying the block", job_id, body["status"])
+            try:
+                return await self._run(client)
+            finally:
+                if self.cancel_on_stop and self._current is not None:
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_CANCEL_S):
+                        try:
+                            await self._cancel(client, self._current)
+                        except (httpx.HTTPError, ProtocolError) as exc:
+                            log.warning("could not cancel job %s on stopping: %s", self._current, exc)
+
+    async def _run(self, client: httpx.AsyncClient) -> DevnetStats:
+        rng = random.Random(self.seed)
+        rate = await self._probe(client, rng)
+        self.stats.threshold = chain.threshold_for(rate, self.block_time)
+        header = chain.genesis_header(self.seed)
+        height, counter, previous_job = 1, 0, None
+        last_block_at = trio.current_time()
+        while self.blocks is None or len(self.stats.blocks) < self.blocks:
+            header_now = chain.next_header(header, height, counter)
+            if previous_job is not None:
+                await self._cancel(client, previous_job)
+            job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            await self._mine(client, job_id, header_now, self.stats.threshold)
+            previous_job = job_id
+            network_at = (trio.current_time() + rng.expovariate(self.network_block_rate)
+                          if self.network_block_rate > 0 else float("inf"))
+            body = await self._poll_until_done(client, job_id, network_at)
+            now = trio.current_time()
+            if body is None:  # a network block arrived first
+                last = await self._result(client, job_id)
+                block = Block(height, header_now.hex(), self.stats.threshold, None, None,
+                              last.get("hash_count", 0), last.get("elapsed_time", 0.0), "network",
+                              now - last_block_at)
+            elif body["status"] == "completed":
+                nonce = self._verified_nonce(header_now, self.stats.threshold, body)
+                if nonce is None:
                     self.stats.rejected += 1
                     counter += 1
                     continue
-                self.stats.blocks.append(block)
-                self.stats.threshold = chain.adjust_threshold(self.stats.threshold, block.block_time,
-                                                              self.block_time)
-                self.on_block(block, self.stats)
-                header, height, counter, last_block_at = header_now, height + 1, 0, now
-            if previous_job is not None:
-                await self._cancel(client, previous_job)
+                block = Block(height, header_now.hex(), self.stats.threshold, body["nonce"], body["work"],
+                              body["hash_count"], body["elapsed_time"], "miner", now - last_block_at)
+            else:  # failed / cancelled / not_found: the node logs it and gives up on the job
+                log.error("job %s ended %s; retrying the block", job_id, body["status"])
+                self.stats.rejected += 1
+                counter += 1
+                continue
+            self.stats.blocks.append(block)
+            self.stats.threshold = chain.adjust_threshold(self.stats.threshold, block.block_time,
+                                                          self.block_time)
+            self.on_block(block, self.stats)
+            header, height, counter, last_block_at = header_now, height + 1, 0, now
+        if previous_job is not None:
+            await self._cancel(client, previous_job)
         return self.stats
 
     async def _probe(self, client: httpx.AsyncClient, rng: random.Random) -> float:
@@ -136,12 +150,15 @@ class NodeSimulator:
                                              "nonce_start": work_hex(1), "nonce_end": work_hex(qpow.MAX_NONCE)})
         if r.status_code != 200:
             raise ProtocolError(f"/mine answered {r.status_code}: {r.text}")
+        self._current = job_id
 
     async def _cancel(self, client: httpx.AsyncClient, job_id: str) -> None:
         r = await client.post(f"/cancel/{job_id}")
         if r.status_code not in (200, 404):  # the node treats cancelled and not_found as success
             raise ProtocolError(f"/cancel answered {r.status_code}: {r.text}")
         self.stats.cancels += 1
+        if self._current == job_id:
+            self._current = None
 
     async def _result(self, client: httpx.AsyncClient, job_id: str) -> dict:
         r = await client.get(f"/result/{job_id}")

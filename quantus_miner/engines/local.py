@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 
 import attrs
+import numpy as np
 
 from ..core import qpow
 from ..core.outcomes import Found
-from ..core.partition import next_chunk, partition
+from ..core.partition import Frontier
 from .base import Engine, new_cancel_flag
 
 LOCAL_CHUNK_S = 0.1  # target seconds per chunk: keeps progress lively and the stop prompt
@@ -21,25 +22,28 @@ class LocalResult:
     found: Found | None
     hash_count: int
     elapsed_time: float
+    resume_at: int  # lowest nonce not tested: a stopped search resumes here with `--start`
+    stopped: bool = False  # the caller's cancel flag ended the search (not a find, the range's end or time)
 
 
-def _worker(engine, job, part, flag, found, counts, index, lock, deadline):
-    cursor, end = part
+def _worker(engine, job, frontier, flag, found, lock, deadline):
     size = 64  # a probe: the first chunk must stay short even on the slow engine
-    while cursor <= end and not flag[0]:
+    while not flag[0]:
         if deadline is not None and time.monotonic() >= deadline:
             return
+        with lock:
+            chunk = frontier.take(size)
+        if chunk is None:
+            return
         t0 = time.monotonic()
-        lo, hi = next_chunk(cursor, end, size)
-        outcome = engine.search(job, lo, hi, flag)
-        counts[index] += outcome.tested
+        outcome = engine.search(job, *chunk, flag)
+        with lock:
+            frontier.done(chunk, outcome.tested)
+            if outcome.found and not found:
+                found.append(outcome.found)
         if outcome.found:
-            with lock:
-                if not found:
-                    found.append(outcome.found)
             flag[0] = 1
             return
-        cursor = hi + 1
         dt = time.monotonic() - t0
         # size the next chunk from this one's throughput (the first chunk only probes)
         size = max(1, min(int(outcome.tested / max(dt, 1e-6) * LOCAL_CHUNK_S), 8 * size, 1 << 26))
@@ -54,30 +58,40 @@ def solve(
     cores: int,
     *,
     seconds: float | None = None,
-    on_progress: Callable[[int, float], None] | None = None,
+    on_progress: Callable[[Frontier, float], None] | None = None,
+    flag: np.ndarray | None = None,
+    progress_s: float = 0.25,
 ) -> LocalResult:
-    """Search [start, end] on `cores` threads until a valid nonce, exhaustion or `seconds`."""
+    """Search [start, end] on `cores` threads until a valid nonce, exhaustion, `seconds` or `flag`.
+
+    Threads take chunks from one shared frontier, so everything below `resume_at` was tested.
+    Setting `flag[0] = 1` (e.g. from a signal handler) stops every kernel within milliseconds.
+    `on_progress(frontier, elapsed)` runs on the calling thread every `progress_s`.
+    """
     job = engine.prepare(ctx, threshold)
-    parts = partition(start, end, cores)
-    flag = new_cancel_flag()
+    frontier = Frontier(start, end)
+    flag = new_cancel_flag() if flag is None else flag  # also set by the worker that finds a nonce
     found: list[Found] = []
-    counts = [0] * len(parts)
     lock = threading.Lock()
     t0 = time.monotonic()
     deadline = None if seconds is None else t0 + seconds
     threads = [
-        threading.Thread(target=_worker, args=(engine, job, part, flag, found, counts, i, lock, deadline), daemon=True)
-        for i, part in enumerate(parts)
+        threading.Thread(target=_worker, args=(engine, job, frontier, flag, found, lock, deadline), daemon=True)
+        for _ in range(min(cores, end - start + 1))
     ]
     for t in threads:
         t.start()
     try:
         while alive := [t for t in threads if t.is_alive()]:
-            alive[0].join(0.25)
-            if on_progress:
-                on_progress(sum(counts), time.monotonic() - t0)
+            alive[0].join(progress_s)
+            if on_progress and not flag[0]:
+                with lock:
+                    on_progress(frontier, time.monotonic() - t0)
     finally:
+        flagged = bool(flag[0])  # by a find or by the caller
         flag[0] = 1
         for t in threads:
             t.join()
-    return LocalResult(found[0] if found else None, sum(counts), time.monotonic() - t0)
+    stopped = flagged and not found and frontier.resume_point() <= end  # else it finished anyway
+    return LocalResult(found[0] if found else None, frontier.tested, time.monotonic() - t0,
+                       frontier.resume_point(), stopped)

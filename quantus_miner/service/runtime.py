@@ -62,6 +62,9 @@ class RuntimeStatistics:
     cores: int
     active_jobs: int
     retained_jobs: int
+    hashes: int  # nonces tested since start, all jobs (the speed line's running total)
+    jobs_completed: int  # jobs that found a nonce since start
+    jobs_ended: int  # jobs that ended since start, any status
 
 
 @attrs.define
@@ -86,6 +89,9 @@ class MinerRuntime:
         self._limiter = trio.CapacityLimiter(config.cores)
         self._send, self._receive = trio.open_memory_channel[Progress](math.inf)
         self._nursery: trio.Nursery | None = None
+        self.hashes = 0
+        self.jobs_completed = 0
+        self.jobs_ended = 0
         metrics.observe(self.snapshots)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -143,7 +149,8 @@ class MinerRuntime:
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.config.cores,
-                                 len(self._table.running()), len(self._table))
+                                 len(self._table.running()), len(self._table), self.hashes,
+                                 self.jobs_completed, self.jobs_ended)
 
     async def wait_settled(self, job_id: str) -> None:
         """Wait until every worker thread of `job_id` has returned (at once if it already has)."""
@@ -161,6 +168,8 @@ class MinerRuntime:
             shell.flag[0] = 1  # kernels stop within milliseconds
             shell.cancel_scope.cancel()
         self.metrics.job_ended(job.engine, job.status)
+        self.jobs_ended += 1
+        self.jobs_completed += job.status is JobStatus.COMPLETED
         level = logging.WARNING if status is JobStatus.FAILED and reason != RANGE_EXHAUSTED else logging.INFO
         log.log(level, "job %s %s%s (%d nonces)", job.job_id, status, f": {reason}" if reason else "",
                 job.hash_count)
@@ -217,6 +226,7 @@ class MinerRuntime:
                 continue
             counted, ending = job.apply(p, alpha)
             self.metrics.hashes.inc(counted)
+            self.hashes += counted
             if ending is not None:
                 self._end(job, *ending)
 

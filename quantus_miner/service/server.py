@@ -6,6 +6,7 @@ import gc
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
 
 import attrs
@@ -16,12 +17,14 @@ from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
 from ..core.config import ServiceConfig
+from ..core.speed import DEFAULT_WINDOWS
 from ..engines import get_engine
 from ..engines.base import measure_rate
 from .api import create_app
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
+from .speedlog import SAMPLE_S, log_speed
 
 log = logging.getLogger("quantus_miner")
 
@@ -87,15 +90,21 @@ def describe(config: ServiceConfig) -> str:
 
 
 async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | None = None,
+                      speed_windows: Sequence[float] = DEFAULT_WINDOWS, speed_sample_s: float = SAMPLE_S,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run the miner until cancelled; `nursery.start` hands back a `RunningMiner` once it is ready."""
+    """Run the miner until cancelled; `nursery.start` hands back a `RunningMiner` once it is ready.
+
+    `speed_windows` are the speed line's windows and `speed_sample_s` its sampling period, in seconds
+    (tests shorten them).
+    """
     log.info("configuration: %s", describe(config))
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
     # interval hands it back to the event loop quickly, keeping the node's polls fast.
     sys.setswitchinterval(GIL_SWITCH_S)
     engine = get_engine(config.engine)
-    await trio.to_thread.run_sync(engine.warm_up)
-    rate = await trio.to_thread.run_sync(measure_rate, engine)
+    # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
+    await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     registry = registry if registry is not None else CollectorRegistry()
     api_config = hypercorn_config(config.host, config.port)
     metrics_config = hypercorn_config(config.host, config.metrics_port) if config.metrics_port is not None else None
@@ -108,7 +117,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         raise
     metrics = MinerMetrics(registry)
     async with trio.open_nursery() as nursery:
-        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
+        runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic)
         await nursery.start(runtime.run)
         app = create_app(runtime, runtime.metrics)
         await nursery.start(partial(worker_serve, wrap_app(app, None, "asgi"), api_config, sockets=api_sockets))
@@ -118,7 +127,13 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                                         metrics_config, sockets=metrics_sockets))
             metrics_url = url_of(metrics_sockets) + "/metrics"
         api_url = url_of(api_sockets)
-        log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; API %s%s", engine.name,
-                 engine.kernel, config.cores, rate, api_url, f", metrics {metrics_url}" if metrics_url else "")
+        if config.log_speed_s > 0:
+            nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
+                                               sample_s=speed_sample_s))
+        # the probe only sizes first chunks: 0.1 s on one thread near nonce 2^511, cold caches, no
+        # neighbours; said so, lest it be read as the mining rate (the speed line gives that)
+        log.info("ready: engine %s (%s) on %d core(s); warm-up probe %.0f nonces/s on one core near nonce "
+                 "2^511 (sizes first chunks; not the mining rate, see the speed line); API %s%s", engine.name,
+                 engine.kernel, config.cores, probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningMiner(api_url, metrics_url, runtime, registry))

@@ -1,0 +1,76 @@
+"""Stopping on SIGINT and SIGTERM: the first signal stops the command cleanly, a second exits at once.
+
+Shells expect 128 + the signal number as the exit status: 130 after Ctrl-C, 143 after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def exit_status(signum: int) -> int:
+    """>>> exit_status(signal.SIGINT), exit_status(signal.SIGTERM)
+    (130, 143)
+    """
+    return 128 + signum
+
+
+class Interrupted(Exception):
+    """Raised in the main thread by the first signal while no graceful stop is armed (e.g. warm-up)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalStop:
+    """Handle SIGINT and SIGTERM while the context is open.
+
+    The first signal calls the armed callback (set a kernel cancel flag, or cancel a trio scope via
+    `TrioToken.run_sync_soon`, which is safe in a signal handler); with none armed it raises
+    `Interrupted` in the main thread. A second signal writes one line and exits at once with
+    `os._exit`, whatever the command was doing (a wedged shutdown cannot hold the terminal).
+    """
+
+    def __init__(self, on_signal: Callable[[int], None] | None = None):
+        self.signum: int | None = None
+        self._on_signal = on_signal
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalStop:
+        for s in SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.signum is not None:
+            return  # stopping: a later signal still exits at once, never with a KeyboardInterrupt traceback
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def arm(self, on_signal: Callable[[int], None]) -> None:
+        """From now on the first signal calls `on_signal(signum)`; at once if it already came."""
+        self._on_signal = on_signal
+        if self.signum is not None:
+            on_signal(self.signum)
+
+    @property
+    def exit_status(self) -> int | None:
+        return None if self.signum is None else exit_status(self.signum)
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            os.write(2, f"\r\x1b[K{signal.Signals(signum).name} again: exiting at once\n".encode())
+            os._exit(exit_status(signum))
+        self.signum = signum
+        if self._on_signal is None:
+            raise Interrupted(signum)
+        self._on_signal(signum)
