@@ -9,7 +9,7 @@ import time
 
 from ..core import qpow
 from ..engines import Engine, get_engine
-from ..engines.base import BENCH_HEADER, new_cancel_flag
+from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
 from ..engines.local import solve
 from .args import add_settings, positive_float, resolve_settings
 
@@ -28,18 +28,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     t0 = time.monotonic()
     engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
     warmup_s = time.monotonic() - t0
-    ctx = qpow.JobContext.from_header(BENCH_HEADER)
-    # threshold 0 never matches in practice, so every nonce of the window is scanned
-    result = solve(engine, ctx, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds)
+    # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
+    result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds)
     report = {
         "engine": engine.name,
+        "pow": engine.pow,
         "cores": config.cores,
         "seconds": result.elapsed_time,
         "hashes": result.hash_count,
         "hash_rate": result.hash_count / result.elapsed_time,
         "kernel": engine.kernel,
         "warmup_s": warmup_s,
-        "cancel_latency_ms": cancel_latency(engine, ctx) * 1000,
+        "cancel_latency_ms": cancel_latency(engine) * 1000,
     }
     if args.json:
         print(json.dumps(report))
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def cancel_latency(engine: Engine, ctx: qpow.JobContext) -> float:
+def cancel_latency(engine: Engine) -> float:
     """Seconds from setting a running search's cancel flag to the search returning."""
-    job = engine.prepare(ctx, 0)
+    job = prepare_job(engine, BENCH_HEADER, 0)
     flag = new_cancel_flag()
     stopped = []
     worker = threading.Thread(target=lambda: (engine.search(job, 1, qpow.MAX_NONCE, flag),

@@ -1,12 +1,19 @@
-"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments."""
+"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments.
+
+QPoW v1 jobs take `--threshold` (valid iff distance <= threshold) and a v1 engine; QPoW v2 jobs
+take `--difficulty` (valid iff hash < (2^512 - 1) // difficulty) and a v2 engine (cpu-fast-v2 by
+default when --difficulty is given and no engine is named).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from ..core import protocol, qpow
+from ..core import protocol, qpow2
+from ..core.config import ConfigError, check_pow
 from ..engines import get_engine
 from ..engines.local import solve
 from .args import add_settings, resolve_settings
@@ -16,7 +23,9 @@ HELP = "solve one job locally"
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--header", required=True, help="32-byte header pre-hash, 64 hex chars")
-    p.add_argument("--threshold", required=True, help="distance threshold, decimal, < 2^512")
+    p.add_argument("--threshold", default=None, help="QPoW v1: distance threshold, decimal, < 2^512")
+    p.add_argument("--difficulty", default=None,
+                   help="QPoW v2: difficulty, decimal > 0 (target = (2^512 - 1) // difficulty)")
     p.add_argument("--start", default="1", help="first nonce, hex (default 1)")
     p.add_argument("--end", default="f" * 128, help="last nonce, hex (default 2^512 - 1)")
     add_settings(p, "mine")
@@ -24,10 +33,24 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if (args.threshold is None) == (args.difficulty is None):
+        parser.error("give exactly one of --threshold (QPoW v1) or --difficulty (QPoW v2)")
+    v2 = args.difficulty is not None
+    if v2 and args.engine is None and not os.environ.get("MINER_ENGINE"):
+        args.engine = "cpu-fast-v2"
     config = resolve_settings(args, parser, "mine")
     try:
+        check_pow(config.engine, ("v2",) if v2 else ("v1",), "--difficulty" if v2 else "--threshold")
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
         header = protocol.parse_hex(args.header, length=64, name="--header")
-        threshold = protocol.parse_threshold(args.threshold, name="--threshold")
+        if v2:
+            if not args.difficulty.isdigit() or int(args.difficulty) == 0 or int(args.difficulty) > qpow2.MAX_U512:
+                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]")
+            bound = qpow2.target_of(int(args.difficulty))
+        else:
+            bound = protocol.parse_threshold(args.threshold, name="--threshold")
         start = protocol.parse_hex(args.start.removeprefix("0x"), length=None, max_length=128, name="--start")
         end = protocol.parse_hex(args.end.removeprefix("0x"), length=None, max_length=128, name="--end")
         if start > end:
@@ -35,7 +58,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     engine = get_engine(config.engine)
-    ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
     engine.warm_up()
     progress = None
     if not args.json and sys.stderr.isatty():
@@ -43,15 +65,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             rate = count / elapsed if elapsed > 0 else 0.0
             sys.stderr.write(f"\r{count:>16,} nonces  {rate / 1e6:8.3f} M/s  {elapsed:7.1f} s")
             sys.stderr.flush()
-    result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress)
+    result = solve(engine, header.to_bytes(32, "big"), bound, start, end, config.cores, on_progress=progress)
     if progress:
         sys.stderr.write("\n")
     found = result.found
+    # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex
+    key = "hash" if v2 else "distance"
     report = {
         "status": "completed" if found else "failed",
         "nonce": protocol.nonce_hex(found.nonce) if found else None,
         "work": protocol.work_hex(found.nonce) if found else None,
-        "distance": protocol.work_hex(found.distance) if found else None,
+        key: protocol.work_hex(found.distance) if found else None,
         "hash_count": result.hash_count,
         "elapsed_time": result.elapsed_time,
         "engine": engine.name,
@@ -60,7 +84,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps(report))
     elif found:
-        print(f"completed: nonce {report['nonce']} (distance {report['distance']}) "
+        print(f"completed: nonce {report['nonce']} ({key} {report[key]}) "
               f"after {result.hash_count:,} nonces in {result.elapsed_time:.2f} s")
     else:
         print(f"failed: no valid nonce in the range ({result.hash_count:,} nonces in {result.elapsed_time:.2f} s)")

@@ -1,14 +1,17 @@
-"""A node simulator speaking the miner protocol (server side), for tests and local runs.
+"""A QUIC node simulator speaking the 2026 miner protocol (server side), for tests and the devnet.
 
-Behaves like `quantus-node --miner-listen-port`: self-signed "localhost" certificate, pin and
-token files, token auth with a timeout, 1024-byte frame limit (transport), the current job
-sent right after auth and every new job broadcast, first valid seal wins, stale and
-non-completed results ignored. Seals are re-verified by a caller-supplied `verify`.
+Behaves like `quantus-node --miner-listen-port` (chain v0.10.0): self-signed "localhost"
+certificate, pin and token files, token auth with a timeout, 1024-byte frame limit (transport),
+the current job sent right after auth and every new job broadcast, first valid seal wins, stale
+and non-completed results ignored, the zero nonce refused. Seals are re-verified with the real
+QPoW v2 check (`core.qpow2.is_valid`) unless a test passes another `verify`.
 It records what it saw so tests can assert e.g. that a token was never sent.
+`mine_chain` drives it as a small chain: a new job per block, difficulty adjusted to a block time.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import itertools
 import logging
@@ -22,22 +25,22 @@ from typing import Any
 import attrs
 import trio
 
-from ..quic import tls
+from ..core import qpow2
 from ..core.quic_messages import JobResult, MessageError, NewJob, message_type
+from ..quic import tls
+from . import chain
 from ..quic.transport import ALPN, ConnectionClosed, QuicStreamConnection, ServerStats, serve
 
 log = logging.getLogger("quantus_miner.devnet.quic_node")
 
+MAX_RECORDS = 1000  # verdicts and seals kept (the simulator runs for hours in a devnet)
+
 Verify = Callable[[bytes, int, int], bool]
 
 
-def fake_verify(header: bytes, nonce: int, difficulty: int) -> bool:
-    """FAKE seal check for tests: accepts nonces whose low byte is 0x2a.
-
-    This is NOT QPoW v2. The real check (Poseidon2 hash of header || nonce, read big-endian,
-    must be < (2**512 - 1) // difficulty) is supplied by another module.
-    """
-    return nonce & 0xFF == 0x2A
+def verify_seal(header: bytes, nonce: int, difficulty: int) -> bool:
+    """The node's seal check: QPoW v2 (hash of header || nonce < (2^512 - 1) // difficulty)."""
+    return qpow2.is_valid(header, nonce, difficulty)
 
 
 @attrs.define
@@ -66,7 +69,7 @@ class Verdict:
 class NodeSim:
     def __init__(
         self,
-        verify: Verify,
+        verify: Verify = verify_seal,
         *,
         token: str | None = None,
         cert=None,
@@ -90,8 +93,9 @@ class NodeSim:
 
         self.stats = ServerStats(notify=self._changed)
         self.miners: list[MinerRecord] = []
-        self.verdicts: list[Verdict] = []
+        self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=MAX_RECORDS)
         self.seals: dict[str, tuple[int, int]] = {}  # job_id -> (nonce, miner_id), first wins
+        self.accepted: dict[str, JobResult] = {}  # job_id -> the winning result (bounded by jobs set)
         self.current_job: NewJob | None = None
         self._job_msg: dict[str, Any] | None = None
         self._job_version = 0
@@ -235,4 +239,58 @@ class NodeSim:
         if not self.verify(job.mining_hash, result.nonce, job.difficulty):
             return "invalid", result.job_id
         self.seals[job.job_id] = (result.nonce, rec.id)
+        self.accepted[job.job_id] = result
+        for table in (self.seals, self.accepted):  # an endless devnet keeps the recent ones only
+            while len(table) > MAX_RECORDS:
+                del table[next(iter(table))]
         return "accepted", result.job_id
+
+
+@attrs.frozen
+class ChainBlock:
+    """One block of `mine_chain`, as `devnet --network 2026 --json` prints it."""
+
+    height: int
+    header: bytes
+    difficulty: int
+    result: JobResult
+    block_time: float
+
+    def to_json(self) -> dict[str, Any]:
+        nonce = self.result.nonce
+        return {"height": self.height, "header": self.header.hex(), "difficulty": str(self.difficulty),
+                "nonce": format(nonce, "x"), "work": nonce.to_bytes(64, "big").hex(),
+                "hash": qpow2.pow_hash(self.header, nonce).to_bytes(64, "big").hex(),
+                "hash_count": self.result.hash_count, "elapsed_time": self.result.elapsed_time,
+                "block_time": self.block_time}
+
+
+def adjust_difficulty(difficulty: int, actual_s: float, target_s: float) -> int:
+    """Scale the difficulty by target/actual block time, at most x2 or /2 per block, never below 1.
+
+    >>> adjust_difficulty(1000, actual_s=20.0, target_s=10.0)  # slow block: easier
+    500
+    """
+    ratio = min(chain.MAX_STEP, max(1 / chain.MAX_STEP, target_s / actual_s if actual_s > 0 else chain.MAX_STEP))
+    return max(1, round(difficulty * ratio))
+
+
+async def mine_chain(sim: NodeSim, *, blocks: int | None, difficulty: int, block_time: float, seed: int = 0,
+                     on_block: Callable[[ChainBlock], None] = lambda b: None) -> list[ChainBlock]:
+    """Hand out one job per block until `blocks` seals were accepted (each re-verified by the sim)."""
+    mined: list[ChainBlock] = []
+    header = chain.genesis_header(seed)
+    height = 0
+    clock = trio.current_time
+    while blocks is None or height < blocks:
+        height += 1
+        header = chain.next_header(header, height, 0)
+        job_id = str(height)
+        t0 = clock()
+        sim.set_job(NewJob(job_id, header, difficulty))
+        await sim.wait_for(lambda: job_id in sim.accepted)
+        block = ChainBlock(height, header, difficulty, sim.accepted[job_id], clock() - t0)
+        mined.append(block)
+        on_block(block)
+        difficulty = adjust_difficulty(difficulty, block.block_time, block_time)
+    return mined

@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import attrs
 
-from ..core import qpow
 from ..core.outcomes import Found
 from ..core.partition import next_chunk, partition
-from .base import Engine, new_cancel_flag
+from .base import Engine, new_cancel_flag, prepare_job
 
 LOCAL_CHUNK_S = 0.1  # target seconds per chunk: keeps progress lively and the stop prompt
 
@@ -47,8 +46,8 @@ def _worker(engine, job, part, flag, found, counts, index, lock, deadline):
 
 def solve(
     engine: Engine,
-    ctx: qpow.JobContext,
-    threshold: int,
+    header: bytes,
+    bound: int,
     start: int,
     end: int,
     cores: int,
@@ -56,8 +55,11 @@ def solve(
     seconds: float | None = None,
     on_progress: Callable[[int, float], None] | None = None,
 ) -> LocalResult:
-    """Search [start, end] on `cores` threads until a valid nonce, exhaustion or `seconds`."""
-    job = engine.prepare(ctx, threshold)
+    """Search [start, end] on `cores` threads until a valid nonce, exhaustion or `seconds`.
+
+    `bound` is the v1 threshold or the v2 target, as the engine's proof of work reads it.
+    """
+    job = prepare_job(engine, header, bound)
     parts = partition(start, end, cores)
     flag = new_cancel_flag()
     found: list[Found] = []
