@@ -292,3 +292,16 @@ def test_engines_say_which_proof_of_work_they_implement():
     from quantus_miner.engines import get_engine
 
     assert {name: get_engine(name).pow for name in ENGINE_NAMES} == POW_OF_ENGINE
+
+
+def test_devnet_2026_mines_verified_blocks_end_to_end(capsys):
+    from quantus_miner.cli import main
+
+    assert main(["devnet", "--network", "2026", "--blocks", "2", "--block-time", "0.05", "--json",
+                 "--cores", "1"]) == 0
+    blocks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [b["height"] for b in blocks] == [1, 2]
+    for b in blocks:
+        header, nonce = bytes.fromhex(b["header"]), int(b["nonce"], 16)
+        assert qpow2.is_valid(header, nonce, int(b["difficulty"]))
+        assert b["hash"] == qpow2.pow_hash(header, nonce).to_bytes(64, "big").hex()

@@ -49,16 +49,20 @@ async def connect_until_signal(config: ServiceConfig) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "connect")
     setup_logging(config.log_level)
+    failures: list[BaseException] = []
     try:
         trio.run(connect_until_signal, config)
-    except* (CredentialError, BindError) as group:
-        print(f"quantus-miner: error: {group.exceptions[0]}", file=sys.stderr)
-        return 2
-    except* AuthFailed as group:
-        log.error("stopped: the node refused the auth token (%s); check --auth-token-file", group.exceptions[0])
+    except* (CredentialError, BindError, AuthFailed, PinMismatch) as group:
+        failures.extend(group.exceptions)
+    if not failures:
+        log.info("stopped")
+        return 0
+    exc = failures[0]
+    if isinstance(exc, AuthFailed):
+        log.error("stopped: the node refused the auth token (%s); check --auth-token-file", exc)
         return 1
-    except* PinMismatch as group:
-        log.error("stopped: %s; check --tls-cert-sha256-file", group.exceptions[0])
+    if isinstance(exc, PinMismatch):
+        log.error("stopped: %s; check --tls-cert-sha256-file", exc)
         return 1
-    log.info("stopped")
-    return 0
+    print(f"quantus-miner: error: {exc}", file=sys.stderr)
+    return 2
