@@ -17,6 +17,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -67,7 +68,7 @@ async def test_good_token_mines_a_verified_block(tmp_path):
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as n:
             await n.start(sim.run)
-            running = await start_miner(n, miner_config(sim, tmp_path))
+            running = await start_miner(n, miner_config(sim, tmp_path, metrics_port=0))
             await sim.wait_for(lambda: "1" in sim.accepted)
             assert_valid_seal(sim, "1", header(1), EASY)
             result = sim.accepted["1"]
@@ -78,6 +79,9 @@ async def test_good_token_mines_a_verified_block(tmp_path):
             assert snap.nonce == result.nonce and snap.distance == qpow2.pow_hash(header(1), result.nonce)
             sample = running.registry.get_sample_value
             assert sample("miner_jobs_by_engine_total", {"engine": "cpu-fast-v2", "status": "completed"}) == 1
+            async with httpx.AsyncClient() as http:  # the same metrics port as serve's, over HTTP
+                scraped = (await http.get(running.metrics_url)).text
+            assert 'miner_job_hashes_total{engine="cpu-fast-v2",job_id="1"}' in scraped
             n.cancel_scope.cancel()
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from functools import partial
 
 import attrs
 import trio
@@ -129,8 +130,8 @@ async def connect_miner(
         await nursery.start(runtime.run)
         metrics_url = None
         if metrics_sockets is not None:
-            await nursery.start(worker_serve, wrap_app(create_metrics_app(registry), None, "asgi"),
-                                metrics_config, sockets=metrics_sockets)
+            await nursery.start(partial(worker_serve, wrap_app(create_metrics_app(registry), None, "asgi"),
+                                        metrics_config, sockets=metrics_sockets))
             metrics_url = url_of(metrics_sockets) + "/metrics"
         log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; node %s:%d%s", engine.name,
                  engine.kernel, config.cores, rate, *config.node_addr,
