@@ -30,7 +30,7 @@ from quantus_miner.core.quic_messages import NewJob
 from quantus_miner.devnet.quic_node import NodeSim, mine_chain
 from quantus_miner.service.node_client import AuthFailed, PinMismatch, connect_miner
 
-from .test_quic import Recorder
+from .support import Recorder
 
 DEADLINE = 30
 FAST = dict(backoff=(0.05, 0.4))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -19,6 +18,8 @@ from quantus_miner.devnet.quic_node import NodeSim
 from quantus_miner.quic import tls
 from quantus_miner.quic.client import AuthFailed, JobOutcome, run_miner_client
 from quantus_miner.quic.transport import PinMismatch, connect
+
+from .support import Recorder
 
 
 
@@ -36,26 +37,6 @@ FAST = dict(backoff=(0.05, 0.4), handshake_timeout=2.0)
 
 def job(job_id: str, difficulty: int = 131072) -> NewJob:
     return NewJob(job_id, bytes([int(job_id) % 256]) * 32, difficulty)
-
-
-class Recorder:
-    """Collects client status events and fake-engine activity; waitable without polling."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self._change = trio.Event()
-
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        self.events.append((kind, info))
-        self._change.set()
-        self._change = trio.Event()
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [info for k, info in self.events if k == kind]
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._change.wait()
 
 
 class FakeEngine:

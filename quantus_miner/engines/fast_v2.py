@@ -21,7 +21,7 @@ import numpy as np
 from ..core import qpow2
 from ..core.outcomes import ChunkOutcome, verified_v2
 from . import kernels_v2 as kernels
-from .base import PreparedJob, new_cancel_flag
+from .base import PreparedJob, new_cancel_flag  # noqa: F401 (new_cancel_flag: the doctest)
 from .baseline_v2 import check_range
 
 LOW_MASK = (1 << 256) - 1
