@@ -137,6 +137,26 @@ async def test_new_job_mid_search_replaces_the_running_job(tmp_path):
             n.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("body", [
+    {"job_id": "9", "mining_hash": "00" * 32, "difficulty": "0"},
+    {"job_id": "9", "mining_hash": "zz" * 32, "difficulty": "5000"},
+], ids=["difficulty 0", "bad hash"])
+async def test_invalid_job_input_is_answered_failed_and_the_next_job_mined(tmp_path, body):
+    sim = NodeSim()
+    sim.set_job_msg({"NewJob": body})
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as n:
+            await n.start(sim.run)
+            running = await start_miner(n, miner_config(sim, tmp_path))
+            await sim.wait_for(lambda: sim.verdicts)
+            (result,) = sim.miners[0].results
+            assert (result.status, result.job_id, result.nonce) == ("failed", "9", None)
+            assert running.runtime.result("9") is None  # never reached the runtime
+            sim.set_job(NewJob("10", header(10), EASY))
+            await sim.wait_for(lambda: "10" in sim.accepted)
+            n.cancel_scope.cancel()
+
+
 async def test_idle_longer_than_the_idle_timeout_survives_by_pings(tmp_path):
     sim, rec = NodeSim(idle_timeout=0.5), Recorder()
     sim.set_job(NewJob("1", header(1), EASY))

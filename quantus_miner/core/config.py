@@ -119,7 +119,9 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("host", "--host", "MINER_HOST", str, "address to bind (0.0.0.0 for a node on another host)"),
+    Setting("host", "--host", "MINER_HOST", str,
+            "address to bind (0.0.0.0 for a node on another host; connect: the metrics port's)",
+            frozenset({"serve", "connect"})),
     Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
     Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
             ALL, ("--num-cores",)),
@@ -128,11 +130,11 @@ SETTINGS = (
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
-            "Prometheus /metrics port (serve default: none; devnet default: any free port)", MINERS),
+            "Prometheus /metrics port (serve, connect default: none; devnet default: any free port)", MINERS),
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
             "seconds a finished job stays queryable after it ended"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
-            "log level (serve default: info; devnet default: warning)", MINERS),
+            "log level (serve, connect default: info; devnet default: warning)", MINERS),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
