@@ -113,7 +113,8 @@ async def connect_miner(
 ) -> None:
     """Mine the node's jobs until cancelled; raise AuthFailed / PinMismatch (permanent) or
     tls.CredentialError (unreadable files). `nursery.start` hands back a `RunningNodeMiner`."""
-    assert config.node_addr and config.auth_token_file and config.tls_cert_sha256_file
+    if not (config.node_addr and config.auth_token_file and config.tls_cert_sha256_file):
+        raise ValueError("connect needs node_addr, auth_token_file and tls_cert_sha256_file")
     token = tls.read_token_file(config.auth_token_file)
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
     log.info("configuration: %s", describe(config))
