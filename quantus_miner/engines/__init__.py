@@ -1,7 +1,7 @@
 """Mining engines behind one interface (`base.Engine`): the registry of engines by CLI name.
 
->>> get_engine("cpu-baseline").kernel
-'python-reference'
+>>> get_engine("cpu-baseline").kernel, get_engine("cpu-baseline-v2").pow
+('python-reference', 'v2')
 """
 
 from __future__ import annotations
