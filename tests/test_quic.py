@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import trio
 
-from quantus_miner.core.quic_messages import FrameDecoder, FrameError, NewJob, encode_frame
+from quantus_miner.core.quic_messages import FrameDecoder, FrameError, NewJob, Ready, encode_frame
 from quantus_miner.devnet.quic_node import NodeSim
 from quantus_miner.quic import tls
 from quantus_miner.quic.client import AuthFailed, JobOutcome, run_miner_client
-from quantus_miner.quic.transport import PinMismatch, connect
+from quantus_miner.quic.transport import MAX_QUEUED_MESSAGES, ConnectError, PinMismatch, connect
 
 from .support import Recorder
 
@@ -314,3 +314,34 @@ def test_token_and_pin_files(tmp_path):
     (tmp_path / "nothex").write_text("g" * 64 + "\n")
     with pytest.raises(tls.CredentialError, match="not hexadecimal"):
         tls.read_token_file(tmp_path / "nothex")
+
+
+# --- limits ----------------------------------------------------------------------------
+
+
+async def test_server_connection_limit_refuses_the_next_handshake():
+    sim = NodeSim(fake_verify, max_connections=1)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as n:
+            await n.start(sim.run)
+            async with connect("127.0.0.1", sim.port, pin_sha256=sim.pin):
+                with pytest.raises(ConnectError, match="failed: timeout"):
+                    async with connect("127.0.0.1", sim.port, pin_sha256=sim.pin, handshake_timeout=0.5):
+                        pass  # pragma: no cover
+                assert sim.stats.initials_dropped_full >= 1 and sim.stats.active == 1
+            n.cancel_scope.cancel()
+
+
+async def test_a_peer_flooding_an_unread_connection_is_disconnected():
+    sim = NodeSim(fake_verify)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as n:
+            await n.start(sim.run)
+            async with connect("127.0.0.1", sim.port, pin_sha256=sim.pin) as conn:
+                await conn.send(Ready(sim.token).to_msg())
+                await sim.wait_for(lambda: sim.miners and sim.miners[0].authed)
+                frame = encode_frame(job("1").to_msg())
+                sim.send_raw_to_all(frame * (MAX_QUEUED_MESSAGES + 1))  # nobody reads on our side
+                await conn.wait_closed()
+                assert conn.local_close_reason == "receive queue overflow"
+            n.cancel_scope.cancel()
