@@ -29,7 +29,8 @@ from ..core import qpow2
 from ..core.quic_messages import JobResult, MessageError, NewJob, message_type
 from ..quic import tls
 from . import chain
-from ..quic.transport import ALPN, ConnectionClosed, QuicStreamConnection, ServerStats, serve
+from ..quic.server import ServerStats, serve
+from ..quic.transport import ALPN, ConnectionClosed, QuicStreamConnection
 
 log = logging.getLogger("quantus_miner.devnet.quic_node")
 
