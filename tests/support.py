@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 import re
 import socket
 import subprocess
 import sys
+
+from typing import Any
 
 import attrs
 import httpx
@@ -131,3 +134,23 @@ class SyncServer:
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(timeout=10)
+
+
+class Recorder:
+    """Collects client status events and fake-engine activity; waitable without polling."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._change = trio.Event()
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        self.events.append((kind, info))
+        self._change.set()
+        self._change = trio.Event()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [info for k, info in self.events if k == kind]
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._change.wait()

@@ -132,12 +132,11 @@ def test_setting_the_flag_stops_a_running_search_within_milliseconds(engine):
 
 
 def test_a_stopped_local_search_reports_a_resume_point_below_which_all_was_tested(engine):
-    ctx = qpow.JobContext.from_header(bytes(32))
     flag = new_cancel_flag()
     stopper = threading.Timer(0.3, lambda: flag.__setitem__(0, 1))  # as the signal handler does
     stopper.start()
     t0 = time.monotonic()
-    result = solve(engine, ctx, 0, 5, 10**15, 2, flag=flag)
+    result = solve(engine, bytes(32), 0, 5, 10**15, 2, flag=flag)
     assert time.monotonic() - t0 < 2.0
     assert result.stopped and result.found is None and result.hash_count > 0
     # shared frontier: nonces 5 .. resume_at - 1 were all tested, plus at most the chunks in flight
@@ -165,7 +164,7 @@ def test_unknown_kernel_is_refused():
 
 
 def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline\)$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline, cpu-fast-v2, cpu-baseline-v2\)$"):
         get_engine("gpu")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core import qpow
 from ..engines import Engine, get_engine
-from ..engines.base import BENCH_HEADER, new_cancel_flag
+from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
 from ..engines.local import LocalResult, solve
 from .args import add_settings, positive_float, resolve_settings
 from .signals import Interrupted, SignalStop
@@ -33,7 +33,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop() as stop:
         engine = get_engine(config.engine)
-        ctx = qpow.JobContext.from_header(BENCH_HEADER)
         t0 = time.monotonic()
         try:
             engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
@@ -44,13 +43,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             warmup_s = time.monotonic() - t0
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            # threshold 0 never matches in practice, so every nonce of the window is scanned
-            result = solve(engine, ctx, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
+            # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
+            result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
                            on_progress=lambda frontier, elapsed: status.update(frontier.tested, elapsed))
         status.clear()
-        latency = None if stop.signum else cancel_latency(engine, ctx, stop_flag=flag)
+        latency = None if stop.signum else cancel_latency(engine, stop_flag=flag)
         report = {
             "engine": engine.name,
+            "pow": engine.pow,
             "cores": config.cores,
             "seconds": result.elapsed_time,
             "hashes": result.hash_count,
@@ -76,12 +76,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return stop.exit_status or 0
 
 
-def cancel_latency(engine: Engine, ctx: qpow.JobContext, stop_flag: np.ndarray) -> float:
+def cancel_latency(engine: Engine, stop_flag: np.ndarray) -> float:
     """Seconds from setting a running search's cancel flag to the search returning.
 
     A signal sets `stop_flag` meanwhile: the flag under test is set at once and the figure is discarded.
     """
-    job = engine.prepare(ctx, 0)
+    job = prepare_job(engine, BENCH_HEADER, 0)
     flag = new_cancel_flag()
     stopped = []
     worker = threading.Thread(target=lambda: (engine.search(job, 1, qpow.MAX_NONCE, flag),

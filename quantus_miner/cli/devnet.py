@@ -1,19 +1,29 @@
-"""`quantus-miner devnet`: the miner plus a simulated node, or the simulator against `--miner-url`."""
+"""`quantus-miner devnet`: the miner plus a simulated node, or the simulator against `--miner-url`.
+
+`--network 2025` (default): the HTTP node of 2025 and QPoW v1. `--network 2026`: the QUIC node
+simulator (chain v0.10.0 protocol, real QPoW v2 seal checks) and the `connect` miner, in one process.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
+from functools import partial
 
+import attrs
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..core.config import ServiceConfig
-from ..devnet import chain
-from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..core.config import ConfigError, ServiceConfig, check_pow
 from ..core.speed import duration
+from ..devnet import chain
+from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
+from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..service.node_client import connect_miner
 from ..service.runtime import MinerRuntime
 from ..service.server import serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
@@ -26,6 +36,8 @@ log = logging.getLogger("quantus_miner.devnet")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", choices=("2025", "2026"), default="2025",
+                   help="2025: HTTP node, QPoW v1 (default); 2026: QUIC node (chain v0.10.0), QPoW v2")
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
     p.add_argument("--block-time", type=positive_float, default=10.0, help="target seconds per block (default 10)")
     p.add_argument("--network-block-rate", type=float, default=0.0,
@@ -109,13 +121,57 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
     return stats
 
 
+async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop: SignalStop | None = None, *,
+                          task_status=trio.TASK_STATUS_IGNORED) -> list[ChainBlock]:
+    """The QUIC node simulator and the `connect` miner, end to end over 127.0.0.1."""
+    sim = NodeSim()
+    mined: list[ChainBlock] = []
+    with tempfile.TemporaryDirectory(prefix="quantus-devnet-") as files:
+        pin_path, token_path = sim.write_files(files)
+        async with trio.open_nursery() as nursery:
+            if stop is not None:
+                token = trio.lowlevel.current_trio_token()
+                stop.arm(lambda signum: token.run_sync_soon(nursery.cancel_scope.cancel))  # safe from a handler
+            port = await nursery.start(sim.run)
+            config = attrs.evolve(config, node_addr=("127.0.0.1", port), auth_token_file=str(token_path),
+                                  tls_cert_sha256_file=str(pin_path))
+            running = await nursery.start(partial(connect_miner, config, registry=CollectorRegistry()))
+            print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {config.cores} core(s); "
+                  f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
+            task_status.started(running)
+            rate = (running.runtime.measured_rate or 1000.0) * config.cores
+            difficulty = max(1, int(rate * args.block_time))
+
+            def on_block(block: ChainBlock) -> None:
+                if args.json:
+                    print(json.dumps(block.to_json()), flush=True)
+                else:
+                    print(f"block {block.height:>4} in {block.block_time:6.2f} s  {block.result.hash_count:>12,} "
+                          f"nonces  difficulty {block.difficulty:,}", flush=True)
+
+            mined = await mine_chain(sim, blocks=args.blocks, difficulty=difficulty, block_time=args.block_time,
+                                     seed=args.seed, on_block=on_block)
+            print(f"devnet: {len(mined)} block(s) mined and verified (QPoW v2)", file=sys.stderr, flush=True)
+            nursery.cancel_scope.cancel()
+    return mined
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
+    v2 = args.network == "2026"
+    if v2 and (args.miner_url or args.network_block_rate):
+        parser.error("--network 2026 runs its own miner: --miner-url and --network-block-rate are 2025 only")
+    if v2 and args.engine is None and not os.environ.get("MINER_ENGINE"):
+        args.engine = "cpu-fast-v2"
     config = resolve_settings(args, parser, "devnet")
+    try:
+        check_pow(config.engine, ("v2",) if v2 else ("v1",), f"--network {args.network}")
+    except ConfigError as exc:
+        parser.error(str(exc))
     setup_logging(config.log_level)
     if config.log_level != "error":  # the speed line shows at devnet's default level (warning) too
         logging.getLogger("quantus_miner.speed").setLevel(logging.INFO)
     with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
-        trio.run(run_devnet, args, config, stop)
+        trio.run(run_devnet_2026 if v2 else run_devnet, args, config, stop)
         return stop.exit_status or 0

@@ -1,12 +1,19 @@
-"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments, 130/143 stopped."""
+"""`quantus-miner mine`: solve one job locally; exit 0 found, 1 range exhausted, 2 bad arguments, 130/143 stopped.
+
+QPoW v1 jobs take `--threshold` (valid iff distance <= threshold) and a v1 engine; QPoW v2 jobs
+take `--difficulty` (valid iff hash < (2^512 - 1) // difficulty) and a v2 engine (cpu-fast-v2 by
+default when --difficulty is given and no engine is named).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from ..core import protocol, qpow
+from ..core import protocol, qpow2
+from ..core.config import ConfigError, check_pow
 from ..engines import get_engine
 from ..engines.base import new_cancel_flag
 from ..engines.local import LocalResult, solve
@@ -22,7 +29,9 @@ SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a w
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--header", required=True, help="32-byte header pre-hash, 64 hex chars")
-    p.add_argument("--threshold", required=True, help="distance threshold, decimal, < 2^512")
+    p.add_argument("--threshold", default=None, help="QPoW v1: distance threshold, decimal, < 2^512")
+    p.add_argument("--difficulty", default=None,
+                   help="QPoW v2: difficulty, decimal > 0 (target = (2^512 - 1) // difficulty)")
     p.add_argument("--start", default="1", help="first nonce, hex (default 1)")
     p.add_argument("--end", default="f" * 128, help="last nonce, hex (default 2^512 - 1)")
     add_settings(p, "mine")
@@ -31,10 +40,24 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if (args.threshold is None) == (args.difficulty is None):
+        parser.error("give exactly one of --threshold (QPoW v1) or --difficulty (QPoW v2)")
+    v2 = args.difficulty is not None
+    if v2 and args.engine is None and not os.environ.get("MINER_ENGINE"):
+        args.engine = "cpu-fast-v2"
     config = resolve_settings(args, parser, "mine")
     try:
+        check_pow(config.engine, ("v2",) if v2 else ("v1",), "--difficulty" if v2 else "--threshold")
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
         header = protocol.parse_hex(args.header, length=64, name="--header")
-        threshold = protocol.parse_threshold(args.threshold, name="--threshold")
+        if v2:
+            if not args.difficulty.isdigit() or int(args.difficulty) == 0 or int(args.difficulty) > qpow2.MAX_U512:
+                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]")
+            bound = qpow2.target_of(int(args.difficulty))
+        else:
+            bound = protocol.parse_threshold(args.threshold, name="--threshold")
         start = protocol.parse_hex(args.start.removeprefix("0x"), length=None, max_length=128, name="--start")
         end = protocol.parse_hex(args.end.removeprefix("0x"), length=None, max_length=128, name="--end")
         if start > end:
@@ -56,15 +79,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
-            result = solve(engine, ctx, threshold, start, end, config.cores, on_progress=progress, flag=flag)
+            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, config.cores, on_progress=progress, flag=flag)
         status.clear()
         found = result.found
+        # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex
+        key = "hash" if v2 else "distance"
         report = {
             "status": "completed" if found else "stopped" if result.stopped else "failed",
             "nonce": protocol.nonce_hex(found.nonce) if found else None,
             "work": protocol.work_hex(found.nonce) if found else None,
-            "distance": protocol.work_hex(found.distance) if found else None,
+            key: protocol.work_hex(found.distance) if found else None,
             "hash_count": result.hash_count,
             "elapsed_time": result.elapsed_time,
             "engine": engine.name,
@@ -76,7 +100,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.json:
             print(json.dumps(report))
         elif found:
-            print(f"completed: nonce {report['nonce']} (distance {report['distance']}) "
+            print(f"completed: nonce {report['nonce']} ({key} {report[key]}) "
                   f"after {result.hash_count:,} nonces in {result.elapsed_time:.2f} s")
         elif result.stopped:
             print(f"stopped by {stop.name}: {result.hash_count:,} nonces in {result.elapsed_time:.2f} s "

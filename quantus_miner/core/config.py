@@ -17,8 +17,13 @@ from collections.abc import Callable, Mapping
 import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ENGINE_NAMES = ("cpu-fast", "cpu-baseline")  # `quantus_miner.engines.get_engine` builds each of them
-COMMANDS = ("serve", "mine", "bench", "devnet")
+ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  # `engines.get_engine` builds each
+# The proof of work each engine implements: "v1" (modexp + SHA3-512, the HTTP node of 2025) or
+# "v2" (Poseidon2, the QUIC node since chain v0.10.0). Each engine says so too (`engine.pow`); a test
+# checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
+POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
+POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
+COMMANDS = ("serve", "mine", "bench", "devnet", "connect")
 
 
 def available_cores() -> int:
@@ -42,6 +47,10 @@ class ServiceConfig:
     max_finished_jobs: int = 1000
     log_speed_s: float = 60.0  # seconds between speed lines (serve, devnet); 0: none
     progress_log_s: float = 10.0  # seconds between plain progress lines of mine/bench when stderr is no terminal
+    # connect (the 2026 QUIC node): where the node listens and its two credential files
+    node_addr: tuple[str, int] | None = None
+    auth_token_file: str | None = None
+    tls_cert_sha256_file: str | None = None
 
 
 def _port(text: str) -> int:
@@ -86,6 +95,13 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _node_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9833)")
+    return host.strip("[]"), int(port)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -96,8 +112,9 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 
 ALL = frozenset(COMMANDS)
-MINERS = frozenset({"serve", "devnet"})  # commands that start the miner service
+MINERS = frozenset({"serve", "devnet", "connect"})  # commands that start the miner runtime
 LOCAL = frozenset({"mine", "bench"})  # commands that mine in this process, without the service
+CONNECT = frozenset({"connect"})
 
 
 @attrs.frozen
@@ -112,19 +129,22 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("host", "--host", "MINER_HOST", str, "address to bind (0.0.0.0 for a node on another host)"),
+    Setting("host", "--host", "MINER_HOST", str,
+            "address to bind (0.0.0.0 for a node on another host; connect: the metrics port's)",
+            frozenset({"serve", "connect"})),
     Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
     Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
             ALL, ("--num-cores",)),
-    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine (default cpu-fast)", ALL),
+    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES),
+            "mining engine (default cpu-fast; connect: cpu-fast-v2)", ALL),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
-            "Prometheus /metrics port (serve default: none; devnet default: any free port)", MINERS),
+            "Prometheus /metrics port (serve, connect default: none; devnet default: any free port)", MINERS),
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
             "seconds a finished job stays queryable after it ended"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
-            "log level (serve default: info; devnet default: warning)", MINERS),
+            "log level (serve, connect default: info; devnet default: warning)", MINERS),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
@@ -133,12 +153,24 @@ SETTINGS = (
             "seconds between speed lines (hash rate over 10 s / 60 s / 15 min; 0: none)", MINERS),
     Setting("progress_log_s", "--progress-log-s", "MINER_PROGRESS_LOG_S", _positive_float,
             "seconds between progress lines when stderr is not a terminal", LOCAL),
+    # names match the upstream miner's MINER_NODE_ADDR, --auth-token-file and --tls-cert-sha256-file
+    Setting("node_addr", "--node-addr", "MINER_NODE_ADDR", _node_addr,
+            "the node's miner QUIC address HOST:PORT (its --miner-listen-port)", CONNECT),
+    Setting("auth_token_file", "--auth-token-file", "MINER_AUTH_TOKEN_FILE", str,
+            "the node's miner-auth-token file", CONNECT),
+    Setting("tls_cert_sha256_file", "--tls-cert-sha256-file", "MINER_TLS_CERT_SHA256_FILE", str,
+            "the node's miner-tls-cert-sha256 file: the pinned certificate hash", CONNECT),
 )
+REQUIRED: dict[str, tuple[str, ...]] = {"connect": ("node_addr", "auth_token_file", "tls_cert_sha256_file")}
 
 # Defaults that differ by command: the devnet's miner takes any free ports and logs quietly.
 COMMAND_DEFAULTS: dict[str, dict[str, object]] = {
     "devnet": {"port": 0, "metrics_port": 0, "log_level": "warning"},
+    "connect": {"engine": "cpu-fast-v2"},
 }
+# The proofs of work a command can mine: the HTTP service is the v1 node's, connect the v2 node's.
+POWS_OF_COMMAND = {"serve": ("v1",), "connect": ("v2",), "mine": ("v1", "v2"), "bench": ("v1", "v2"),
+                   "devnet": ("v1", "v2")}
 
 
 class ConfigError(ValueError):
@@ -166,4 +198,24 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         except ValueError as exc:
             detail = str(exc) if str(exc).startswith("must") else "has the wrong format"
             raise ConfigError(f"{source}={raw!r} {detail}") from None
-    return ServiceConfig(**values)
+    for name in REQUIRED.get(command, ()):
+        if values.get(name) is None:
+            s = next(s for s in SETTINGS if s.name == name)
+            raise ConfigError(f"{s.flag} (or {s.env}) is required")
+    config = ServiceConfig(**values)
+    check_pow(config.engine, POWS_OF_COMMAND.get(command, ("v1", "v2")), command)
+    return config
+
+
+def check_pow(engine: str, pows: tuple[str, ...], what: str) -> None:
+    """Refuse an engine whose proof of work `what` (a command) cannot use.
+
+    >>> check_pow("cpu-fast-v2", ("v1",), "serve")
+    Traceback (most recent call last):
+    quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline
+    """
+    pow_ = POW_OF_ENGINE[engine]
+    if pow_ not in pows:
+        fitting = ", ".join(e for e, p in POW_OF_ENGINE.items() if p in pows)
+        raise ConfigError(f"--engine={engine} mines {POW_NAMES[pow_]}; {what} needs a QPoW "
+                          f"{'/'.join(pows)} engine: {fitting}")

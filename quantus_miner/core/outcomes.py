@@ -3,13 +3,15 @@
 >>> from quantus_miner.core import qpow
 >>> verified(qpow.JobContext.from_header(bytes(32)), qpow.MAX_U512 // 5000, 4330).nonce
 4330
+>>> verified_v2(bytes(32), qpow2.target_of(5000), 7414).nonce
+7414
 """
 
 from __future__ import annotations
 
 import attrs
 
-from . import qpow
+from . import qpow, qpow2
 
 
 class ConsensusError(RuntimeError):
@@ -19,7 +21,7 @@ class ConsensusError(RuntimeError):
 @attrs.frozen
 class Found:
     nonce: int
-    distance: int
+    distance: int  # QPoW v1: the nonce's distance; QPoW v2: its pow hash (valid iff hash < target)
 
 
 @attrs.frozen
@@ -36,3 +38,11 @@ def verified(ctx: qpow.JobContext, threshold: int, nonce: int) -> Found:
     if not qpow.is_valid(ctx, nonce, threshold):
         raise ConsensusError(f"engine reported nonce {nonce:x}, which the reference rejects")
     return Found(nonce, qpow.distance(ctx, nonce))
+
+
+def verified_v2(header: bytes, target: int, nonce: int) -> Found:
+    """QPoW v2: re-check a candidate with the reference (non-zero, hash < target strictly)."""
+    hash_value = qpow2.pow_hash(header, nonce)
+    if nonce == 0 or hash_value >= target:
+        raise ConsensusError(f"engine reported nonce {nonce:x}, which the reference rejects")
+    return Found(nonce, hash_value)

@@ -1,6 +1,9 @@
 """The engine interface: search an inclusive nonce range for a valid nonce.
 
-`prepare` turns a job context and threshold into the engine's per-job constants once;
+Every engine says which proof of work it implements (`pow`: "v1" or "v2", matching
+`core.config.POW_OF_ENGINE`). `prepare_job(engine, header, bound)` is the one way callers set up a
+job for either: `bound` is the v1 distance threshold (valid iff distance <= threshold) or the v2
+target (valid iff hash < target). `prepare` turns the engine's job input into per-job constants once;
 `search` scans a range (typically one chunk of a worker's part), polling a cancel flag,
 and returns an exact `ChunkOutcome`. Every nonce an engine reports is re-verified with the
 reference (`core.outcomes.verified`) before it is returned.
@@ -27,20 +30,32 @@ def new_cancel_flag() -> np.ndarray:
 
 @attrs.frozen
 class PreparedJob:
-    ctx: qpow.JobContext
-    threshold: int
+    ctx: Any  # v1: qpow.JobContext; v2: the engine's per-job context (header, midstate)
+    threshold: int  # v1: the distance threshold; v2: the target
     constants: Any = None  # engine-specific
 
 
 class Engine(Protocol):
     name: str
     kernel: str
+    pow: str  # "v1" or "v2"
 
-    def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob: ...
+    def prepare(self, ctx: Any, threshold: int) -> PreparedJob: ...  # v1: JobContext; v2: header bytes
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome: ...
 
     def warm_up(self) -> None: ...
+
+
+def prepare_job(engine: Engine, header: bytes, bound: int) -> PreparedJob:
+    """Set up a job from the node's 32-byte header and bound (v1 threshold or v2 target).
+
+    v1 engines take a `JobContext` (derived from the header: Miller-Rabin, milliseconds), v2
+    engines the header itself.
+    """
+    if engine.pow == "v2":
+        return engine.prepare(header, bound)
+    return engine.prepare(qpow.JobContext.from_header(header), bound)
 
 
 def measure_rate(engine: Engine, seconds: float = 0.1) -> float:
@@ -49,7 +64,7 @@ def measure_rate(engine: Engine, seconds: float = 0.1) -> float:
     Measured at nonces near 2^511, where the baseline's exponentiations are slowest, so a
     first chunk sized from it errs short rather than long.
     """
-    job = engine.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
+    job = prepare_job(engine, BENCH_HEADER, 0)
     flag = new_cancel_flag()
     size, cursor, tested = 16, 1 << 511, 0
     t0 = time.monotonic()

@@ -38,6 +38,7 @@ def scan_reference(job: PreparedJob, start: int, end: int, flag: np.ndarray) -> 
 class BaselineEngine:
     name: str = "cpu-baseline"
     kernel: str = "python-reference"
+    pow: str = "v1"
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
         return PreparedJob(ctx, threshold)

@@ -40,6 +40,7 @@ class FastConstants:
 class FastEngine:
     kernel: str
     name: str = "cpu-fast"
+    pow: str = "v1"
 
     @classmethod
     def for_host(cls, requested: str = "auto") -> FastEngine:

@@ -9,10 +9,9 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 
-from ..core import qpow
 from ..core.outcomes import Found
 from ..core.partition import Frontier
-from .base import Engine, new_cancel_flag
+from .base import Engine, new_cancel_flag, prepare_job
 
 LOCAL_CHUNK_S = 0.1  # target seconds per chunk: keeps progress lively and the stop prompt
 
@@ -51,8 +50,8 @@ def _worker(engine, job, frontier, flag, found, lock, deadline):
 
 def solve(
     engine: Engine,
-    ctx: qpow.JobContext,
-    threshold: int,
+    header: bytes,
+    bound: int,
     start: int,
     end: int,
     cores: int,
@@ -64,11 +63,12 @@ def solve(
 ) -> LocalResult:
     """Search [start, end] on `cores` threads until a valid nonce, exhaustion, `seconds` or `flag`.
 
+    `bound` is the v1 threshold or the v2 target, as the engine's proof of work reads it.
     Threads take chunks from one shared frontier, so everything below `resume_at` was tested.
     Setting `flag[0] = 1` (e.g. from a signal handler) stops every kernel within milliseconds.
     `on_progress(frontier, elapsed)` runs on the calling thread every `progress_s`.
     """
-    job = engine.prepare(ctx, threshold)
+    job = prepare_job(engine, header, bound)
     frontier = Frontier(start, end)
     flag = new_cancel_flag() if flag is None else flag  # also set by the worker that finds a nonce
     found: list[Found] = []

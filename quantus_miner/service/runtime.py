@@ -19,13 +19,12 @@ import attrs
 import numpy as np
 import trio
 
-from ..core import qpow
 from ..core.config import ServiceConfig
 from ..core.jobs import RANGE_EXHAUSTED, Job, JobSnapshot, JobStatus, JobTable, Progress
 from ..core.partition import next_chunk, partition
 from ..core.rates import next_chunk_size, seed_chunk
 from ..core.requests import MineRequest, TooManyJobs
-from ..engines.base import Engine, PreparedJob, new_cancel_flag
+from ..engines.base import Engine, PreparedJob, new_cancel_flag, prepare_job
 from .metrics import MinerMetrics
 
 log = logging.getLogger("quantus_miner")
@@ -86,6 +85,7 @@ class MinerRuntime:
         self.measured_rate = measured_rate
         self._table = JobTable(config.job_retention_s, config.max_finished_jobs)
         self._shells: dict[str, JobShell] = {}
+        self._end_waiters: dict[str, list[trio.Event]] = {}  # emptied by `_end`: bounded by running jobs
         self._limiter = trio.CapacityLimiter(config.cores)
         self._send, self._receive = trio.open_memory_channel[Progress](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -158,6 +158,18 @@ class MinerRuntime:
         if shell is not None:
             await shell.settled.wait()
 
+    async def wait_ended(self, job_id: str) -> None:
+        """Wait until `job_id` has left `running` (at once if it has, or is unknown).
+
+        Unlike `wait_settled`, this sees the final status: the job's last progress is applied.
+        """
+        job = self._table.get(job_id)
+        if job is None or not job.running:
+            return
+        event = trio.Event()
+        self._end_waiters.setdefault(job_id, []).append(event)
+        await event.wait()
+
     # -- internals -------------------------------------------------------------------------------
 
     def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> None:
@@ -170,6 +182,8 @@ class MinerRuntime:
         self.metrics.job_ended(job.engine, job.status)
         self.jobs_ended += 1
         self.jobs_completed += job.status is JobStatus.COMPLETED
+        for event in self._end_waiters.pop(job.job_id, ()):
+            event.set()
         level = logging.WARNING if status is JobStatus.FAILED and reason != RANGE_EXHAUSTED else logging.INFO
         log.log(level, "job %s %s%s (%d nonces)", job.job_id, status, f": {reason}" if reason else "",
                 job.hash_count)
@@ -177,12 +191,13 @@ class MinerRuntime:
             log.debug("job %s forgotten (finished-job cap)", old.job_id)
 
     def _prepare(self, request: MineRequest) -> PreparedJob:
-        return self.engine.prepare(qpow.JobContext.from_header(request.header), request.threshold)
+        # v1: request.threshold is the distance threshold; v2 (connect): it carries the target
+        return prepare_job(self.engine, request.header, request.threshold)
 
     async def _run_job(self, job: Job, shell: JobShell, parts: list[tuple[int, int]]) -> None:
         try:
             with shell.cancel_scope:
-                # deriving n runs Miller-Rabin on 512-bit candidates: milliseconds kept off the event loop
+                # v1: deriving n runs Miller-Rabin on 512-bit candidates: milliseconds kept off the event loop
                 prepared = await trio.to_thread.run_sync(self._prepare, job.request)
                 async with trio.open_nursery() as nursery:
                     for worker, part in enumerate(parts):

@@ -1,0 +1,132 @@
+"""Certificate, pin and token helpers (the node's files, as the miner reads them).
+
+The node keeps a self-signed certificate for "localhost"; the miner trusts it only through
+the pin file (lowercase hex SHA-256 of the certificate DER). The token file holds 64 hex
+chars plus a newline, mode 0600.
+
+>>> cert, key = make_self_signed()
+>>> len(cert_sha256(cert))
+64
+>>> validate_hex("zz" * 32, 64, "token")
+Traceback (most recent call last):
+quantus_miner.quic.tls.CredentialError: token is not hexadecimal
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+class CredentialError(ValueError):
+    """A pin or token file is missing or malformed."""
+
+
+def make_self_signed(
+    common_name: str = "localhost", *, days: int = 3650
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed certificate for `common_name` (P-256: fast to generate, aioquic-compatible)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def cert_sha256(cert: x509.Certificate) -> str:
+    """Lowercase hex SHA-256 of the DER encoding: the pin."""
+    return hashlib.sha256(cert_der(cert)).hexdigest()
+
+
+def write_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike,
+              cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def load_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike):
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    return cert, key
+
+
+def _write_private(path: str | os.PathLike, data: bytes) -> None:
+    # Create with 0600 directly (no window where the secret is world-readable), and
+    # fchmod in case the file already existed with looser permissions.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_pin_file(path: str | os.PathLike, cert: x509.Certificate) -> str:
+    pin = cert_sha256(cert)
+    Path(path).write_text(pin + "\n")
+    return pin
+
+
+def write_token_file(path: str | os.PathLike, token: str | None = None) -> str:
+    """Write (and return) a token: 64 hex chars + newline, mode 0600. Random if not given."""
+    token = secrets.token_hex(32) if token is None else validate_hex(token, 64, "token")
+    _write_private(path, (token + "\n").encode())
+    return token
+
+
+def validate_hex(value: str, length: int, what: str) -> str:
+    if len(value) != length:
+        raise CredentialError(f"{what} must be {length} hex characters, got {len(value)}")
+    if not _HEX.fullmatch(value):
+        raise CredentialError(f"{what} is not hexadecimal")
+    return value
+
+
+def _read(path: str | os.PathLike, what: str) -> str:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CredentialError(f"{what} file {os.fspath(path)!r} does not exist") from None
+    except OSError as exc:
+        raise CredentialError(f"cannot read {what} file {os.fspath(path)!r}: {exc.strerror}") from None
+    try:
+        # the node writes a trailing newline and trims whitespace itself
+        return raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise CredentialError(f"{what} file {os.fspath(path)!r} is not ASCII text") from None
+
+
+def read_pin_file(path: str | os.PathLike) -> str:
+    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`."""
+    return validate_hex(_read(path, "certificate pin"), 64, "certificate pin").lower()
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The auth token from `miner-auth-token` (content without the newline)."""
+    return validate_hex(_read(path, "auth token"), 64, "auth token")

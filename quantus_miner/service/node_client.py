@@ -1,0 +1,150 @@
+"""Mine for a 2026 node over QUIC (`quantus-miner connect`): node jobs in, runtime jobs, results out.
+
+Each `NewJob` becomes a runtime job on the same `MinerRuntime` (metrics, chunking, cancel) that
+`serve` uses: header = `mining_hash`, bound = the QPoW v2 target `(2^512 - 1) // difficulty`
+(carried in the request's `threshold` field), range = [random start, 2^512 - 1]. When the node
+sends the next job, the QUIC client cancels this one's scope and `runtime.cancel` sets the kernel
+flag: its threads return within milliseconds. The job's end becomes the one `JobResult`.
+
+Start nonces: upstream picks a random 512-bit start per worker so that many miners work on one
+job uncoordinated. Here the start is drawn uniformly from [1, 2^511] and the range runs to
+2^512 - 1: at least 2^511 nonces, which no miner exhausts (so no wrap-around is needed), and
+nonce 0 is never in it. The runtime splits the range across the cores.
+
+>>> import random
+>>> from quantus_miner.core.quic_messages import NewJob
+>>> req = mining_request(NewJob("17", bytes(32), 1000), "17", random.Random(1))
+>>> req.threshold == (2**512 - 1) // 1000, 1 <= req.nonce_start <= 2**511, req.nonce_end == 2**512 - 1
+(True, True, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from functools import partial
+
+import attrs
+import trio
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+from prometheus_client import CollectorRegistry
+
+from ..core import qpow2
+from ..core.config import ServiceConfig
+from ..core.jobs import JobStatus
+from ..core.quic_messages import NewJob
+from ..core.requests import MineRequest, Refused
+from ..engines import get_engine
+from ..engines.base import measure_rate
+from ..quic import tls
+from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
+from ..quic.transport import PinMismatch
+from .metrics import MinerMetrics
+from .metrics_app import create_metrics_app
+from .runtime import MinerRuntime
+from .server import bind, describe, hypercorn_config, tune_gc, url_of
+
+log = logging.getLogger("quantus_miner")
+
+START_MAX = 1 << 511  # random starts lie in [1, START_MAX]: the range to 2^512 - 1 never runs out
+
+__all__ = ["AuthFailed", "NodeMiner", "PinMismatch", "connect_miner", "mining_request"]
+
+
+def mining_request(job: NewJob, runtime_id: str, rng: random.Random) -> MineRequest:
+    """The runtime job for a node job (see the module docstring for the start nonce)."""
+    start = rng.randint(1, START_MAX)
+    return MineRequest(runtime_id, job.mining_hash, qpow2.target_of(job.difficulty), start, qpow2.MAX_U512)
+
+
+@attrs.define
+class NodeMiner:
+    """Runs node jobs on a runtime: the `on_new_job` callback of the QUIC client."""
+
+    runtime: MinerRuntime
+    rng: random.Random = attrs.field(factory=random.SystemRandom)
+    _seq: int = 0
+
+    def _runtime_id(self, job_id: str) -> str:
+        # A node repeats a job id after a reconnect; the runtime keeps finished ids for a while.
+        if self.runtime.result(job_id) is None:
+            return job_id
+        self._seq += 1
+        return f"{job_id}~{self._seq}"
+
+    async def __call__(self, job: NewJob) -> JobOutcome:
+        rid = self._runtime_id(job.job_id)
+        try:
+            self.runtime.submit(mining_request(job, rid, self.rng))
+        except Refused as exc:
+            log.error("job %s refused by the runtime: %s", job.job_id, exc)
+            return JobOutcome("error")
+        try:
+            await self.runtime.wait_ended(rid)
+        finally:
+            # replaced by a new job or disconnected (Cancelled): stop the kernels at once
+            self.runtime.cancel(rid)
+        snap = self.runtime.result(rid)
+        if snap is None:  # forgotten already (retention 0): nothing to report but the fact
+            return JobOutcome("error")
+        if snap.status is JobStatus.COMPLETED:
+            return JobOutcome("completed", snap.nonce, snap.hash_count, snap.elapsed_time)
+        return JobOutcome(str(snap.status), None, snap.hash_count, snap.elapsed_time)
+
+
+@attrs.frozen
+class RunningNodeMiner:
+    metrics_url: str | None
+    runtime: MinerRuntime
+    registry: CollectorRegistry
+
+
+async def connect_miner(
+    config: ServiceConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_status: StatusHook | None = None,
+    backoff: tuple[float, float] = (1.0, 30.0),
+    ping_interval: float | None = 5.0,
+    idle_timeout: float = 60.0,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Mine the node's jobs until cancelled; raise AuthFailed / PinMismatch (permanent) or
+    tls.CredentialError (unreadable files). `nursery.start` hands back a `RunningNodeMiner`."""
+    if not (config.node_addr and config.auth_token_file and config.tls_cert_sha256_file):
+        raise ValueError("connect needs node_addr, auth_token_file and tls_cert_sha256_file")
+    token = tls.read_token_file(config.auth_token_file)
+    pin = tls.read_pin_file(config.tls_cert_sha256_file)
+    log.info("configuration: %s", describe(config))
+    engine = get_engine(config.engine)
+    await trio.to_thread.run_sync(engine.warm_up)
+    rate = await trio.to_thread.run_sync(measure_rate, engine)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics_config = hypercorn_config(config.host, config.metrics_port) if config.metrics_port is not None else None
+    metrics_sockets = bind(metrics_config, "metrics") if metrics_config else None
+    metrics = MinerMetrics(registry)
+    failure: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
+        await nursery.start(runtime.run)
+        metrics_url = None
+        if metrics_sockets is not None:
+            await nursery.start(partial(worker_serve, wrap_app(create_metrics_app(registry), None, "asgi"),
+                                        metrics_config, sockets=metrics_sockets))
+            metrics_url = url_of(metrics_sockets) + "/metrics"
+        log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; node %s:%d%s", engine.name,
+                 engine.kernel, config.cores, rate, *config.node_addr,
+                 f", metrics {metrics_url}" if metrics_url else "")
+        tune_gc()
+        task_status.started(RunningNodeMiner(metrics_url, runtime, registry))
+        try:
+            await run_miner_client(config.node_addr, token, pin, NodeMiner(runtime), backoff=backoff,
+                                   ping_interval=ping_interval, idle_timeout=idle_timeout, on_status=on_status)
+        except (AuthFailed, PinMismatch) as exc:  # handed out plainly, not in an ExceptionGroup
+            failure = exc
+        runtime.stop_all()
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
