@@ -20,11 +20,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
     add_settings(p, "bench")
     p.add_argument("--seconds", type=positive_float, default=5.0, help="measuring time after warm-up")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", action="store_true",
+                   help="also measure the kernel's halves alone on one thread: hashing (absorb + Keccak + compare) "
+                        "and stepping (Montgomery multiply), and the scan kernel alone (each for --seconds, at most 1 s)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "bench")
     engine = get_engine(config.engine)
+    if args.profile and not hasattr(engine, "profile"):
+        parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
     t0 = time.monotonic()
     engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
     warmup_s = time.monotonic() - t0
@@ -41,12 +46,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "warmup_s": warmup_s,
         "cancel_latency_ms": cancel_latency(engine, ctx) * 1000,
     }
+    if args.profile:
+        report["profile"] = engine.profile(min(args.seconds, 1.0))
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{engine.name} ({engine.kernel}) on {config.cores} core(s): {report['hash_rate'] / 1e6:.3f} "
               f"M nonces/s ({result.hash_count:,} nonces in {result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s, "
               f"cancel latency {report['cancel_latency_ms']:.2f} ms")
+        if args.profile:
+            prof = report["profile"]
+            print(f"profile, one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, stepping half "
+                  f"{prof['step_rate'] / 1e6:.3f} M/s, whole kernel {prof['kernel_rate'] / 1e6:.3f} M/s "
+                  f"(the halves' serial sum allows {serial_rate(prof) / 1e6:.3f} M/s)")
     return 0
 
 
@@ -63,3 +75,12 @@ def cancel_latency(engine: Engine, ctx: qpow.JobContext) -> float:
     flag[0] = 1
     worker.join()
     return stopped[0] - t0
+
+
+def serial_rate(profile: dict[str, float]) -> float:
+    """The whole's rate if its halves ran one after the other with no overlap and no overhead.
+
+    >>> serial_rate({"hash_rate": 2.0, "step_rate": 2.0})
+    1.0
+    """
+    return 1 / (1 / profile["hash_rate"] + 1 / profile["step_rate"])

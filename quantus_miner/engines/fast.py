@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import attrs
 import llvmlite.binding as llvm
 import numpy as np
@@ -9,7 +11,7 @@ import numpy as np
 from ..core import qpow
 from ..core.outcomes import ChunkOutcome, verified
 from . import kernels, limbs
-from .base import PreparedJob
+from .base import BENCH_HEADER, PreparedJob
 from .baseline import scan_reference
 
 KERNELS = ("lanes8",)
@@ -103,9 +105,48 @@ class FastEngine:
         rest = scan_reference(job, start + tested, end, flag)  # fewer than L nonces
         return ChunkOutcome(tested + rest.tested, rest.found, rest.cancelled)
 
+    def profile(self, seconds: float = 1.0) -> dict[str, float]:
+        """Nonces/s of the kernel's halves alone and of the whole kernel, one thread, no chunking.
+
+        `hash_rate`: absorb + Keccak-f[1600] + compare; `step_rate`: the Montgomery step;
+        `kernel_rate`: the scan kernel itself at threshold 0. Each runs about `seconds`.
+        """
+        job = self.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
+        c: FastConstants = job.constants
+        ctx = job.ctx
+        lanes = kernels.L
+        y = limbs.lanes_to_limbs([pow(ctx.m, ctx.h + 1 + lane, ctx.n) for lane in range(lanes)])
+        st = np.empty(kernels.SCRATCH_WORDS, dtype=np.uint64)
+        out = np.zeros(2, dtype=np.int64)
+        flag = np.zeros(1, dtype=np.uint8)
+        halves = {
+            "hash_rate": lambda steps: kernels.hash_half(y, c.target, c.threshold, steps, st),
+            "step_rate": lambda steps: kernels.step_half(y, c.step, c.n, c.ninv, steps),
+            "kernel_rate": lambda steps: kernels.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold,
+                                                            steps, flag, st, out),
+        }
+        return {name: lanes * _steps_per_second(run, seconds) for name, run in halves.items()}
+
     def warm_up(self) -> None:
         """Compile (or load from the on-disk cache) every kernel this engine runs."""
         ctx = qpow.JobContext.from_header(bytes(32))
         job = self.prepare(ctx, 0)
         self.search(job, 1, 8 * kernels.L, np.zeros(1, dtype=np.uint8))
 
+
+
+def _steps_per_second(run, seconds: float) -> float:
+    """Calls `run(steps)` (compiled on first call) sized to last about `seconds`; returns steps/s."""
+    steps = 256
+    run(steps)  # compile or load, and warm the caches
+    while True:
+        t0 = time.perf_counter()
+        run(steps)
+        dt = time.perf_counter() - t0
+        if dt >= seconds / 4:
+            break
+        steps *= 4
+    steps = max(steps, int(steps * seconds / dt))
+    t0 = time.perf_counter()
+    run(steps)
+    return steps / (time.perf_counter() - t0)
