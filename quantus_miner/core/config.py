@@ -19,6 +19,8 @@ import attrs
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline")  # `quantus_miner.engines.get_engine` builds each of them
 COMMANDS = ("serve", "mine", "bench", "devnet")
+# cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
+KERNEL_NAMES = ("auto", "ifma8", "lanes8")
 
 
 def available_cores() -> int:
