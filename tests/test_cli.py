@@ -112,7 +112,9 @@ async def test_bench_json_names_the_kernel_that_ran_and_profiles_its_halves():
     report = json.loads(result.stdout)
     assert set(report["profile"]) == {"hash_rate", "step_rate", "kernel_rate"}
     assert all(rate > 0 for rate in report["profile"].values())
-    assert {"engine", "cores", "seconds", "hashes", "hash_rate", "kernel", "warmup_s", "cancel_latency_ms"} <= set(report)
+    assert {"engine", "cores", "seconds", "hashes", "hash_rate", "cpu_seconds", "cpu_hash_rate", "kernel", "warmup_s",
+            "cancel_latency_ms"} <= set(report)
+    assert 0 < report["cpu_seconds"] <= 1.5 * report["seconds"]
     assert report["engine"] == "cpu-fast" and report["cores"] == 1 and report["hashes"] > 0
     assert report["kernel"].startswith(("ifma8", "lanes8"))
 

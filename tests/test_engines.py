@@ -165,6 +165,13 @@ def test_auto_prefers_ifma_where_the_host_has_it_and_skips_it_where_not():
     assert FastEngine.for_host("auto", frozenset({"avx512f", "avx512ifma"})).candidates == tuple(SPECS.values())
 
 
+def test_host_features_are_what_numba_compiles_for(monkeypatch):
+    # NUMBA_CPU_FEATURES narrows the target: the IFMA kernel must then not even be tried
+    monkeypatch.setattr("numba.core.config.CPU_FEATURES", "+avx,+avx2,-avx512f,-avx512ifma")
+    assert "avx2" in host_features() and "avx512ifma" not in host_features()
+    assert FastEngine.for_host("auto").candidates == (SPECS["lanes8"],)
+
+
 def test_forcing_a_kernel_the_host_cannot_run_is_refused():
     with pytest.raises(KernelUnavailable, match=r"^kernel ifma8 needs avx512ifma, which this host lacks$"):
         FastEngine.for_host("ifma8", frozenset({"avx2", "avx512f"}))

@@ -13,8 +13,9 @@ import time
 from types import ModuleType
 
 import attrs
-import llvmlite.binding as llvm
 import numpy as np
+from numba.core import codegen as numba_codegen
+from numba.core import config as numba_config
 
 from ..core import qpow
 from ..core.config import KERNEL_NAMES
@@ -29,7 +30,12 @@ log = logging.getLogger("quantus_miner")
 
 
 def host_features() -> frozenset[str]:
-    return frozenset(name for name, on in llvm.get_host_cpu_features().items() if on)
+    """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_FEATURES (or NUMBA_ENABLE_AVX=0)
+    says otherwise. A kernel needing a feature outside this set must never be compiled: LLVM would abort."""
+    flat = numba_config.CPU_FEATURES
+    if flat is None:
+        flat = numba_codegen.get_host_cpu_features()
+    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
 
 
 def host_isa() -> str:

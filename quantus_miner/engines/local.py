@@ -21,9 +21,18 @@ class LocalResult:
     found: Found | None
     hash_count: int
     elapsed_time: float
+    cpu_time: float = 0.0  # CPU seconds the worker threads ran (on a shared machine: what they really got)
 
 
-def _worker(engine, job, part, flag, found, counts, index, lock, deadline):
+def _worker(engine, job, part, flag, found, counts, index, lock, deadline, cpu):
+    cpu0 = time.thread_time()
+    try:
+        _scan_part(engine, job, part, flag, found, counts, index, lock, deadline)
+    finally:
+        cpu[index] = time.thread_time() - cpu0
+
+
+def _scan_part(engine, job, part, flag, found, counts, index, lock, deadline):
     cursor, end = part
     size = 64  # a probe: the first chunk must stay short even on the slow engine
     while cursor <= end and not flag[0]:
@@ -62,11 +71,12 @@ def solve(
     flag = new_cancel_flag()
     found: list[Found] = []
     counts = [0] * len(parts)
+    cpu = [0.0] * len(parts)
     lock = threading.Lock()
     t0 = time.monotonic()
     deadline = None if seconds is None else t0 + seconds
     threads = [
-        threading.Thread(target=_worker, args=(engine, job, part, flag, found, counts, i, lock, deadline), daemon=True)
+        threading.Thread(target=_worker, args=(engine, job, part, flag, found, counts, i, lock, deadline, cpu), daemon=True)
         for i, part in enumerate(parts)
     ]
     for t in threads:
@@ -80,4 +90,4 @@ def solve(
         flag[0] = 1
         for t in threads:
             t.join()
-    return LocalResult(found[0] if found else None, sum(counts), time.monotonic() - t0)
+    return LocalResult(found[0] if found else None, sum(counts), time.monotonic() - t0, sum(cpu))
