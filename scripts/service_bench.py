@@ -32,31 +32,39 @@ def body(job_id: str, end: int = qpow.MAX_NONCE) -> dict:
             "distance_threshold": "0", "nonce_start": format(1, "0128x"), "nonce_end": format(end, "0128x")}
 
 
-def bench_rate(engine_name: str, cores: int, seconds: float) -> tuple[float, str]:
-    """`quantus-miner bench`'s measurement, in this process: nonces/s and the kernel that ran."""
+def bench_rate(engine_name: str, cores: int, seconds: float) -> tuple[float, float, str]:
+    """`quantus-miner bench`'s measurement, in this process: nonces per wall second and per CPU-second of
+    this process, and the kernel that ran."""
     engine = get_engine(engine_name)
     engine.warm_up()
+    cpu0 = time.process_time()
     result = solve(engine, qpow.JobContext.from_header(BENCH_HEADER), 0, 1, qpow.MAX_NONCE, cores, seconds=seconds)
-    return result.hash_count / result.elapsed_time, engine.kernel
+    return result.hash_count / result.elapsed_time, result.hash_count / (time.process_time() - cpu0), engine.kernel
 
 
 async def exact_serving_rate(client: httpx.AsyncClient, nonces: int) -> dict:
     """Mine [1, nonces] at threshold 0 to exhaustion; the exact rate from /result."""
+    cpu0 = time.process_time()
     await client.post("/mine", json=body("exact", end=nonces))
     while (result := (await client.get("/result/exact")).json())["status"] == "running":
         await trio.sleep(0.05)
+    cpu = time.process_time() - cpu0  # the whole serving process: workers, event loop, HTTP
     assert result["hash_count"] == nonces, result  # exhausted: every nonce of the range was tested
-    return result
+    return result | {"cpu_rate": nonces / cpu}
 
 
 async def measure(seconds: float, cores: int) -> dict:
-    bench, kernel = bench_rate("cpu-fast", cores, seconds)
+    # bench runs before and after serving, and serving is compared with their mean: on a shared machine
+    # the wall-clock rates drift with the neighbours, so CPU-second rates are given too
+    bench, bench_cpu, kernel = bench_rate("cpu-fast", cores, seconds)
     async with trio.open_nursery() as nursery:
         config = ServiceConfig(port=0, progress_chunk_ms=2000, cores=cores)
         running = await nursery.start(lambda task_status: serve_miner(config, registry=CollectorRegistry(),
                                                                       task_status=task_status))
         async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as client:
             exact = await exact_serving_rate(client, int(bench * seconds))
+            bench_after, bench_cpu_after, _ = await trio.to_thread.run_sync(bench_rate, "cpu-fast", cores, seconds)
+            bench, bench_cpu = (bench + bench_after) / 2, (bench_cpu + bench_cpu_after) / 2
             t0 = time.monotonic()
             await client.post("/mine", json=body("bench"))
             while not any(w.reports for w in running.runtime.result("bench").workers):
@@ -79,6 +87,8 @@ async def measure(seconds: float, cores: int) -> dict:
     serving = exact["hash_count"] / exact["elapsed_time"]
     return {"cores": config.cores, "kernel": kernel, "bench_rate": bench, "serving_rate": serving,
             "serving_ratio": serving / bench, "serving_nonces": exact["hash_count"],
+            "bench_cpu_rate": bench_cpu, "serving_cpu_rate": exact["cpu_rate"],
+            "serving_cpu_ratio": exact["cpu_rate"] / bench_cpu,
             "serving_elapsed_s": exact["elapsed_time"],
             "live_poll_rate": result["hash_count"] / result["elapsed_time"],
             "first_progress_ms": first_progress * 1000, "result_p50_ms": latencies[len(latencies) // 2] * 1000,

@@ -116,6 +116,14 @@ def test_header_with_a_full_512_bit_n_on_a_long_range(kernel):
     assert outcome == ChunkOutcome(first - 100_000 + 1, verified(ctx, threshold, first))
 
 
+def test_a_valid_nonce_just_past_the_end_is_not_reported(engine):
+    # 4330 is the first valid nonce; cpu-fast's last step over [4320, 4329] computes it in a spare lane
+    ctx = qpow.JobContext.from_header(bytes(32))
+    job = engine.prepare(ctx, MAX // 5000)
+    assert engine.search(job, 4320, 4329, new_cancel_flag()) == ChunkOutcome(10)
+    assert engine.search(job, 4320, 4330, new_cancel_flag()) == ChunkOutcome(11, verified(ctx, MAX // 5000, 4330))
+
+
 def test_preset_cancel_flag_stops_before_any_nonce(engine):
     ctx = qpow.JobContext.from_header(bytes(32))
     flag = new_cancel_flag()

@@ -22,7 +22,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--profile", action="store_true",
                    help="also measure the kernel's halves alone on one thread: hashing (absorb + Keccak + compare) "
-                        "and stepping (Montgomery multiply), and the scan kernel alone (each for --seconds, at most 1 s)")
+                        "and stepping (Montgomery multiply), and the scan kernel alone, per CPU-second "
+                        "(each for --seconds, at most 1 s)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"{report['cpu_hash_rate'] / 1e6:.3f} M nonces per CPU-second of a worker")
         if args.profile:
             prof = report["profile"]
-            print(f"profile, one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, stepping half "
+            print(f"profile, per CPU-second of one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, "
+                  f"stepping half "
                   f"{prof['step_rate'] / 1e6:.3f} M/s, whole kernel {prof['kernel_rate'] / 1e6:.3f} M/s "
                   f"(the halves' serial sum allows {serial_rate(prof) / 1e6:.3f} M/s)")
     return 0

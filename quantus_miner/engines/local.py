@@ -76,7 +76,8 @@ def solve(
     t0 = time.monotonic()
     deadline = None if seconds is None else t0 + seconds
     threads = [
-        threading.Thread(target=_worker, args=(engine, job, part, flag, found, counts, i, lock, deadline, cpu), daemon=True)
+        threading.Thread(target=_worker, args=(engine, job, part, flag, found, counts, i, lock, deadline, cpu),
+                         daemon=True)
         for i, part in enumerate(parts)
     ]
     for t in threads:
