@@ -187,7 +187,7 @@ class FastEngine:
         size = end - start + 1
         steps = -(-size // lanes)
         y = self._initial_y(ctx, start)
-        st = np.empty(m.SCRATCH_WORDS, dtype=np.uint64)
+        st = limbs.aligned_words(m.SCRATCH_WORDS)
         out = np.zeros(2, dtype=np.int64)
         done = 0  # steps
         while done < steps:  # slices keep the step count within int64
@@ -213,7 +213,7 @@ class FastEngine:
         c: FastConstants = job.constants
         m = self._module()
         y = self._initial_y(job.ctx, 1)
-        st = np.empty(m.SCRATCH_WORDS, dtype=np.uint64)
+        st = limbs.aligned_words(m.SCRATCH_WORDS)
         out = np.zeros(2, dtype=np.int64)
         flag = np.zeros(1, dtype=np.uint8)
         halves = {
