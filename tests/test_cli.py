@@ -106,10 +106,20 @@ async def test_mine_json_completed_failed_and_bad_arguments():
         assert result.returncode == 2, bad
 
 
-async def test_bench_json_names_the_kernel_that_ran():
-    result = await run("bench", "--seconds", "0.3", "--cores", "1", "--json")
+async def test_bench_json_names_the_kernel_that_ran_and_profiles_its_halves():
+    result = await run("bench", "--seconds", "0.3", "--cores", "1", "--json", "--profile")
     assert result.returncode == 0
     report = json.loads(result.stdout)
-    assert {"engine", "cores", "seconds", "hashes", "hash_rate", "kernel", "warmup_s", "cancel_latency_ms"} <= set(report)
+    assert set(report["profile"]) == {"hash_rate", "step_rate", "kernel_rate"}
+    assert all(rate > 0 for rate in report["profile"].values())
+    assert {"engine", "cores", "seconds", "hashes", "hash_rate", "cpu_seconds", "cpu_hash_rate", "kernel", "warmup_s",
+            "cancel_latency_ms"} <= set(report)
+    assert 0 < report["cpu_seconds"] <= 1.5 * report["seconds"]
     assert report["engine"] == "cpu-fast" and report["cores"] == 1 and report["hashes"] > 0
-    assert report["kernel"].startswith("lanes8")
+    assert report["kernel"].startswith(("ifma8", "lanes8"))
+
+
+async def test_bench_profile_of_an_engine_without_halves_exits_2():
+    result = await run("bench", "--engine", "cpu-baseline", "--profile", "--seconds", "0.1")
+    assert result.returncode == 2
+    assert "--profile: engine cpu-baseline has no separate halves to measure" in result.stderr.decode()

@@ -5,8 +5,10 @@ is), with tested = nonce - start + 1, or none with tested = the range size. The 
 engine's lanes scan contiguous nonces, so it must find exactly the same nonce.
 """
 
+import logging
 import threading
 import time
+import types
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,11 +18,20 @@ from quantus_miner.core import qpow
 from quantus_miner.core.outcomes import ChunkOutcome, ConsensusError, verified
 from quantus_miner.engines import get_engine
 from quantus_miner.engines.base import new_cancel_flag
-from quantus_miner.engines.fast import KERNELS, FastEngine
+from quantus_miner.engines import kernels as lanes8_module
+from quantus_miner.engines.fast import KERNELS, SPECS, FastEngine, KernelSpec, KernelUnavailable, host_features
 from quantus_miner.engines.local import solve
 
-ENGINES = ["cpu-baseline", "cpu-fast"]
 MAX = qpow.MAX_U512
+# every cpu-fast kernel this host can run is held to the reference, not just the one `auto` picks
+RUNNABLE = [k for k in KERNELS if not SPECS[k].missing(host_features())]
+ENGINES = ["cpu-baseline", *(f"cpu-fast:{k}" for k in RUNNABLE)]
+
+
+def make_engine(name):
+    if name.startswith("cpu-fast:"):
+        return FastEngine.for_host(name.split(":")[1])
+    return get_engine(name)
 
 
 def expected(ctx, threshold, start, end):
@@ -32,7 +43,7 @@ def expected(ctx, threshold, start, end):
 
 @pytest.fixture(scope="module", params=ENGINES)
 def engine(request):
-    e = get_engine(request.param)
+    e = make_engine(request.param)
     e.warm_up()
     return e
 
@@ -93,9 +104,10 @@ def test_public_mining_vector(engine):
     assert (outcome.found.nonce, outcome.tested) == (4330, 4330)
 
 
-def test_header_with_a_full_512_bit_n_on_a_long_range():
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_header_with_a_full_512_bit_n_on_a_long_range(kernel):
     # The zero header's n has 512 bits: the top limb and the 2n < 2^513 bound are exercised.
-    fast = get_engine("cpu-fast")
+    fast = FastEngine.for_host(kernel)
     ctx = qpow.JobContext.from_header(bytes(32))
     assert ctx.n.bit_length() == 512
     k = 123_457
@@ -103,6 +115,14 @@ def test_header_with_a_full_512_bit_n_on_a_long_range():
     outcome = fast.search(fast.prepare(ctx, threshold), 100_000, 130_000, new_cancel_flag())
     first = next(j for j in range(100_000, k + 1) if qpow.is_valid(ctx, j, threshold))
     assert outcome == ChunkOutcome(first - 100_000 + 1, verified(ctx, threshold, first))
+
+
+def test_a_valid_nonce_just_past_the_end_is_not_reported(engine):
+    # 4330 is the first valid nonce; cpu-fast's last step over [4320, 4329] computes it in a spare lane
+    ctx = qpow.JobContext.from_header(bytes(32))
+    job = engine.prepare(ctx, MAX // 5000)
+    assert engine.search(job, 4320, 4329, new_cancel_flag()) == ChunkOutcome(10)
+    assert engine.search(job, 4320, 4330, new_cancel_flag()) == ChunkOutcome(11, verified(ctx, MAX // 5000, 4330))
 
 
 def test_preset_cancel_flag_stops_before_any_nonce(engine):
@@ -151,15 +171,63 @@ def test_a_wrong_candidate_is_rejected_by_verification():
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_every_kernel_can_be_forced(kernel, monkeypatch):
+    if kernel not in RUNNABLE:
+        pytest.skip(f"this host lacks {', '.join(SPECS[kernel].missing(host_features()))}")
     monkeypatch.setenv("MINER_KERNEL", kernel)
     engine = get_engine("cpu-fast")
+    engine.warm_up()
     assert engine.kernel.startswith(kernel)
     ctx = qpow.JobContext.from_header(bytes(32))
     assert engine.search(engine.prepare(ctx, MAX // 5000), 1, 5000, new_cancel_flag()).found.nonce == 4330
 
 
+def test_auto_prefers_ifma_where_the_host_has_it_and_skips_it_where_not():
+    assert FastEngine.for_host("auto", frozenset({"avx2"})).candidates == (SPECS["lanes8"],)
+    assert FastEngine.for_host("auto", frozenset({"avx512f", "avx512ifma"})).candidates == tuple(SPECS.values())
+
+
+def test_host_features_are_what_numba_compiles_for(monkeypatch):
+    # NUMBA_CPU_FEATURES narrows the target: the IFMA kernel must then not even be tried
+    monkeypatch.setattr("numba.core.config.CPU_FEATURES", "+avx,+avx2,-avx512f,-avx512ifma")
+    assert "avx2" in host_features() and "avx512ifma" not in host_features()
+    assert FastEngine.for_host("auto").candidates == (SPECS["lanes8"],)
+
+
+def test_forcing_a_kernel_the_host_cannot_run_is_refused():
+    with pytest.raises(KernelUnavailable, match=r"^kernel ifma8 needs avx512ifma, which this host lacks$"):
+        FastEngine.for_host("ifma8", frozenset({"avx2", "avx512f"}))
+
+
+def miscompiled_kernel():
+    """A kernel that builds but never finds a nonce: stands in for a kernel LLVM miscompiles on some host,
+    which no healthy host can produce on demand (the only fake of our own code in this file)."""
+    def scan_lanes(y, c, n, ninv, target, threshold, steps, flag, st, out):
+        out[0] = steps
+        return 0
+
+    module = types.SimpleNamespace(**{k: getattr(lanes8_module, k) for k in lanes8_module.__all__})
+    module.scan_lanes = scan_lanes
+    return KernelSpec("broken", module)
+
+
+def test_a_kernel_failing_its_self_test_is_skipped_with_a_warning(caplog):
+    engine = FastEngine((miscompiled_kernel(), SPECS["lanes8"]))
+    with caplog.at_level(logging.WARNING, logger="quantus_miner"):
+        engine.warm_up()
+    assert engine.spec is SPECS["lanes8"] and engine.kernel.startswith("lanes8")
+    assert "kernel broken failed its self-test on this host (range [1, 5000]" in caplog.text
+    ctx = qpow.JobContext.from_header(bytes(32))
+    assert engine.search(engine.prepare(ctx, MAX // 5000), 1, 5000, new_cancel_flag()).found.nonce == 4330
+
+
+def test_a_forced_kernel_failing_its_self_test_is_refused():
+    engine = FastEngine((miscompiled_kernel(),), forced=True)
+    with pytest.raises(ConsensusError, match=r"^kernel broken failed its self-test on this host: range \[1, 5000\]"):
+        engine.warm_up()
+
+
 def test_unknown_kernel_is_refused():
-    with pytest.raises(ValueError, match=r"^unknown kernel 'avx9' \(choose from auto, lanes8\)$"):
+    with pytest.raises(ValueError, match=r"^unknown kernel 'avx9' \(choose from auto, ifma8, lanes8\)$"):
         FastEngine.for_host("avx9")
 
 

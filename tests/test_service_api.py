@@ -28,12 +28,15 @@ def assert_error_shape(r, status: int, job_id: str = ""):
     return body
 
 
-async def test_health_reports_engine_cores_version_and_active_jobs(start_miner):
+async def test_health_reports_engine_kernel_cores_version_and_active_jobs(start_miner):
     with trio.fail_after(30):
         miner = await start_miner()
         r = await miner.client.get("/health")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "engine": "cpu-fast", "cores": 2, "version": "0.1.0", "active_jobs": 0}
+        kernel = miner.runtime.engine.kernel  # the kernel the engine chose on this host
+        assert kernel.startswith(("ifma8", "lanes8"))
+        assert r.json() == {"status": "ok", "engine": "cpu-fast", "kernel": kernel, "cores": 2, "version": "0.1.0",
+                            "active_jobs": 0}
 
 
 async def test_job_completes_with_a_seal_the_reference_accepts(start_miner, engine_name):

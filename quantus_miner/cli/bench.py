@@ -26,6 +26,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=positive_float, default=5.0, help="measuring time after warm-up")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--profile", action="store_true",
+                   help="also measure the kernel's halves alone on one thread: hashing (absorb + Keccak + compare) "
+                        "and stepping (Montgomery multiply), and the scan kernel alone, per CPU-second "
+                        "(each for --seconds, at most 1 s)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -33,6 +37,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop() as stop:
         engine = get_engine(config.engine)
+        if args.profile and not hasattr(engine, "profile"):
+            parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
         t0 = time.monotonic()
         try:
             engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
@@ -55,12 +61,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "seconds": result.elapsed_time,
             "hashes": result.hash_count,
             "hash_rate": result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0,
+            # nonces per CPU-second of a worker thread: one core's rate with no one else on it, which a
+            # shared machine's wall clock cannot show (OpenSSL's `speed` also counts CPU time)
+            "cpu_seconds": result.cpu_time,
+            "cpu_hash_rate": result.hash_count / result.cpu_time if result.cpu_time else 0.0,
             "kernel": engine.kernel,
             "warmup_s": warmup_s,
             "cancel_latency_ms": None if latency is None or stop.signum else latency * 1000,
         }
         if stop.signum:
             report["stopped"] = stop.name
+        elif args.profile:
+            report["profile"] = engine.profile(min(args.seconds, 1.0))
         if args.json:
             print(json.dumps(report))
         else:
@@ -71,7 +83,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 print(f"stopped by {stop.name} after {result.elapsed_time:.2f} of {args.seconds:g} s: {measured}; "
                       "cancel latency not measured")
             else:
-                print(f"{measured}, cancel latency {report['cancel_latency_ms']:.2f} ms")
+                print(f"{measured}, cancel latency {report['cancel_latency_ms']:.2f} ms; "
+                      f"{report['cpu_hash_rate'] / 1e6:.3f} M nonces per CPU-second of a worker")
+            if "profile" in report:
+                prof = report["profile"]
+                print(f"profile, per CPU-second of one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, "
+                      f"stepping half {prof['step_rate'] / 1e6:.3f} M/s, whole kernel "
+                      f"{prof['kernel_rate'] / 1e6:.3f} M/s (the halves' serial sum allows "
+                      f"{serial_rate(prof) / 1e6:.3f} M/s)")
         sys.stdout.flush()
         return stop.exit_status or 0
 
@@ -94,3 +113,12 @@ def cancel_latency(engine: Engine, stop_flag: np.ndarray) -> float:
     flag[0] = 1
     worker.join()
     return stopped[0] - t0
+
+
+def serial_rate(profile: dict[str, float]) -> float:
+    """The whole's rate if its halves ran one after the other with no overlap and no overhead.
+
+    >>> serial_rate({"hash_rate": 2.0, "step_rate": 2.0})
+    1.0
+    """
+    return 1 / (1 / profile["hash_rate"] + 1 / profile["step_rate"])

@@ -24,6 +24,8 @@ ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  #
 POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
 POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect")
+# cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
+KERNEL_NAMES = ("auto", "ifma8", "lanes8")
 
 
 def available_cores() -> int:

@@ -1,35 +1,83 @@
-"""cpu-fast: the Numba lane kernel with exact handling of range edges and the saturated tail."""
+"""cpu-fast: Numba lane kernels chosen per host, with exact handling of range edges and the saturated tail.
+
+Kernels, fastest first: `ifma8` (`ifma`: LLVM vector IR, AVX-512 IFMA, 52-bit limbs) and
+`lanes8` (`kernels`: generated scalar code LLVM vectorises, 29-bit limbs; runs anywhere).
+`auto` takes the first whose host features are present *and* whose known-answer self-test
+passes at warm-up on this host; a kernel that fails is skipped with a logged warning.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from types import ModuleType
+
 import attrs
-import llvmlite.binding as llvm
 import numpy as np
+from numba.core import codegen as numba_codegen
+from numba.core import config as numba_config
 
 from ..core import qpow
-from ..core.outcomes import ChunkOutcome, verified
-from . import kernels, limbs
-from .base import PreparedJob
-from .baseline import scan_reference
+from ..core.config import KERNEL_NAMES
+from ..core.outcomes import ChunkOutcome, ConsensusError, verified
+from . import ifma, kernels, limbs
+from .base import BENCH_HEADER, PreparedJob
 
-KERNELS = ("lanes8",)
+KERNELS = KERNEL_NAMES[1:]  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
+log = logging.getLogger("quantus_miner")
+
+
+def host_features() -> frozenset[str]:
+    """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_FEATURES (or NUMBA_ENABLE_AVX=0)
+    says otherwise. A kernel needing a feature outside this set must never be compiled: LLVM would abort."""
+    flat = numba_config.CPU_FEATURES
+    if flat is None:
+        flat = numba_codegen.get_host_cpu_features()
+    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
 
 
 def host_isa() -> str:
     """The widest SIMD the JIT targets on this host (names the kernel build in `bench --json`)."""
-    features = llvm.get_host_cpu_features()
+    features = host_features()
     for isa in ("avx512f", "avx2", "sse4.2"):
-        if features.get(isa):
+        if isa in features:
             return isa
     return "scalar"
 
 
 @attrs.frozen
+class KernelSpec:
+    """One kernel: its module (same interface in each: L, LIMBS, LIMB_BITS, SCRATCH_WORDS,
+    scan_lanes, hash_half, step_half) and the host features LLVM needs to compile it."""
+
+    name: str
+    module: ModuleType
+    requires: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        m = self.module
+        isa = "avx512ifma" if "avx512ifma" in self.requires else host_isa()
+        return f"{self.name}-{m.LIMB_BITS}bit-{isa}"
+
+    def missing(self, features: frozenset[str]) -> list[str]:
+        return [f for f in self.requires if f not in features]
+
+
+SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "lanes8": KernelSpec("lanes8", kernels)}
+assert tuple(SPECS) == KERNELS
+
+
+class KernelUnavailable(ValueError):
+    pass
+
+
+@attrs.frozen
 class FastConstants:
-    step: np.ndarray  # m^L * R mod n, 29-bit limbs: Montgomery-multiplying by it steps y by L nonces
+    step: np.ndarray  # m^L * R mod n in the kernel's limbs: Montgomery-multiplying by it steps y by L nonces
     n: np.ndarray
-    ninv: np.uint64  # -n^-1 mod 2^29
+    ninv: np.uint64  # -n^-1 mod 2^LIMB_BITS
     target: np.ndarray  # 8 big-endian words
     threshold: np.ndarray
     first_saturated: int  # first nonce whose exponent saturates; from here y is constant
@@ -38,22 +86,59 @@ class FastConstants:
 
 @attrs.define
 class FastEngine:
-    kernel: str
+    candidates: tuple[KernelSpec, ...]  # in order of preference; warm-up keeps the first that passes
+    forced: bool = False
     name: str = "cpu-fast"
     pow: str = "v1"
+    spec: KernelSpec | None = None  # the kernel in use, set by warm-up
 
     @classmethod
-    def for_host(cls, requested: str = "auto") -> FastEngine:
-        if requested not in ("auto", *KERNELS):
-            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
-        return cls(kernel=f"lanes8-29bit-{host_isa()}")
+    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
+        if requested not in KERNEL_NAMES:
+            raise ValueError(f"unknown kernel {requested!r} (choose from {', '.join(KERNEL_NAMES)})")
+        features = host_features() if features is None else features
+        if requested != "auto":
+            spec = SPECS[requested]
+            if missing := spec.missing(features):
+                raise KernelUnavailable(f"kernel {requested} needs {', '.join(missing)}, which this host lacks")
+            return cls((spec,), forced=True)
+        return cls(tuple(s for s in SPECS.values() if not s.missing(features)))
+
+    @property
+    def kernel(self) -> str:
+        """The kernel in use (before warm-up: the one warm-up will try first)."""
+        return (self.spec or self.candidates[0]).label
+
+    def warm_up(self) -> None:
+        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
+        if self.spec is not None:
+            return
+        for spec in self.candidates:
+            try:
+                failure = self_test(spec)
+            except Exception as exc:  # a kernel that cannot even build here is a failed kernel
+                failure = f"{type(exc).__name__}: {exc}"
+            if failure is None:
+                self.spec = spec
+                return
+            if self.forced:
+                raise ConsensusError(f"kernel {spec.name} failed its self-test on this host: {failure}")
+            log.warning("kernel %s failed its self-test on this host (%s); trying the next kernel", spec.name, failure)
+        raise ConsensusError("no cpu-fast kernel passed its self-test on this host")
+
+    def _module(self) -> ModuleType:
+        if self.spec is None:
+            self.warm_up()
+        return self.spec.module
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
+        m = self._module()
         n = ctx.n
+        radix = 1 << (m.LIMB_BITS * m.LIMBS)
         constants = FastConstants(
-            step=limbs.to_limbs(pow(ctx.m, kernels.L, n) * limbs.R % n),
-            n=limbs.to_limbs(n),
-            ninv=np.uint64((-pow(n, -1, 1 << limbs.LIMB_BITS)) % (1 << limbs.LIMB_BITS)),
+            step=limbs.to_limbs(pow(ctx.m, m.L, n) * radix % n, m.LIMB_BITS, m.LIMBS),
+            n=limbs.to_limbs(n, m.LIMB_BITS, m.LIMBS),
+            ninv=np.uint64((-pow(n, -1, 1 << m.LIMB_BITS)) % (1 << m.LIMB_BITS)),
             target=limbs.to_be_words(ctx.target),
             threshold=limbs.to_be_words(min(threshold, qpow.MAX_U512)),
             first_saturated=qpow.MAX_U512 - ctx.h + 1,
@@ -82,31 +167,113 @@ class FastEngine:
             tested += end - tail_start + 1
         return ChunkOutcome(tested)
 
+    def _initial_y(self, ctx: qpow.JobContext, start: int) -> np.ndarray:
+        """Lane l holds m^(h + start + l) mod n: one exponentiation, then multiplications by m."""
+        m = self._module()
+        values = [pow(ctx.m, ctx.h + start, ctx.n)]
+        for _ in range(m.L - 1):
+            values.append(values[-1] * ctx.m % ctx.n)
+        return limbs.lanes_to_limbs(values, m.LIMB_BITS, m.LIMBS)
+
     def _scan_stepping(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """The kernel over [start, end], all below the saturation point.
+
+        The last step may run past `end` (a range need not be a multiple of L): its spare lanes are
+        computed and ignored, which costs less than the reference would on the remainder.
+        """
         c: FastConstants = job.constants
         ctx = job.ctx
-        lanes = kernels.L
-        steps = (end - start + 1) // lanes
-        tested = 0
-        if steps:
-            y = limbs.lanes_to_limbs([pow(ctx.m, ctx.h + start + lane, ctx.n) for lane in range(lanes)])
-            st = np.empty(kernels.SCRATCH_WORDS, dtype=np.uint64)
-            out = np.zeros(2, dtype=np.int64)
-            while tested < lanes * steps:  # slices keep the step count within int64
-                todo = min(steps - tested // lanes, MAX_STEPS_PER_CALL)
-                verdict = kernels.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold, todo, flag, st, out)
-                if verdict == 1:
-                    nonce = start + tested + lanes * int(out[0]) + int(out[1])
-                    return ChunkOutcome(nonce - start + 1, verified(ctx, job.threshold, nonce))
-                if verdict == -1:
-                    return ChunkOutcome(tested + lanes * int(out[0]), cancelled=True)
-                tested += lanes * todo
-        rest = scan_reference(job, start + tested, end, flag)  # fewer than L nonces
-        return ChunkOutcome(tested + rest.tested, rest.found, rest.cancelled)
+        m = self._module()
+        lanes = m.L
+        size = end - start + 1
+        steps = -(-size // lanes)
+        y = self._initial_y(ctx, start)
+        st = limbs.aligned_words(m.SCRATCH_WORDS)
+        out = np.zeros(2, dtype=np.int64)
+        done = 0  # steps
+        while done < steps:  # slices keep the step count within int64
+            todo = min(steps - done, MAX_STEPS_PER_CALL)
+            verdict = m.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold, todo, flag, st, out)
+            if verdict == 1:
+                nonce = start + lanes * (done + int(out[0])) + int(out[1])
+                if nonce > end:  # the first hit is a spare lane of the last step: none up to `end`
+                    return ChunkOutcome(size)
+                return ChunkOutcome(nonce - start + 1, verified(ctx, job.threshold, nonce))
+            if verdict == -1:
+                return ChunkOutcome(min(lanes * (done + int(out[0])), size), cancelled=True)
+            done += todo
+        return ChunkOutcome(size)
 
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) every kernel this engine runs."""
-        ctx = qpow.JobContext.from_header(bytes(32))
-        job = self.prepare(ctx, 0)
-        self.search(job, 1, 8 * kernels.L, np.zeros(1, dtype=np.uint8))
+    def profile(self, seconds: float = 1.0) -> dict[str, float]:
+        """Nonces per CPU-second of the kernel's halves alone and of the whole kernel, one thread, no chunking.
 
+        `hash_rate`: absorb + Keccak-f[1600] + compare; `step_rate`: the Montgomery step;
+        `kernel_rate`: the scan kernel itself at threshold 0. Each runs about `seconds`.
+        """
+        job = self.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
+        c: FastConstants = job.constants
+        m = self._module()
+        y = self._initial_y(job.ctx, 1)
+        st = limbs.aligned_words(m.SCRATCH_WORDS)
+        out = np.zeros(2, dtype=np.int64)
+        flag = np.zeros(1, dtype=np.uint8)
+        halves = {
+            "hash_rate": lambda steps: m.hash_half(y, c.target, c.threshold, steps, st),
+            "step_rate": lambda steps: m.step_half(y, c.step, c.n, c.ninv, steps),
+            "kernel_rate": lambda steps: m.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold,
+                                                      steps, flag, st, out),
+        }
+        return {name: m.L * _steps_per_second(run, seconds) for name, run in halves.items()}
+
+
+def self_test(spec: KernelSpec) -> str | None:
+    """Known answers for `spec` on this host: None when all pass, else what went wrong.
+
+    A published vector (4330 nonces; found in the last lane of a step; not reported from a spare lane
+    past a range's end), then small ranges checked nonce by nonce against the reference: from 0 with
+    a lane remainder, across 2^64, and across the saturation point 2^512-1-h. The zero header's n has
+    512 bits.
+    """
+    engine = FastEngine((spec,), forced=True, spec=spec)
+    flag = np.zeros(1, dtype=np.uint8)
+    zero = qpow.JobContext.from_header(bytes(32))
+    easy = qpow.MAX_U512 // 5000
+    lanes = spec.module.L
+    checks = [(zero, easy, 1, 5000, 4330), (zero, easy, 4330 - 4 * lanes + 1, 4330, 4330),
+              (zero, easy, 4330 - lanes - 2, 4329, None)]  # 4330 falls in a spare lane past the end
+    bench = qpow.JobContext.from_header(BENCH_HEADER)
+    saturated = qpow.MAX_U512 - bench.h + 1
+    for lo, hi in ((0, 2 * lanes + 3), (2**64 - 9, 2**64 + 9), (saturated - 19, saturated + 2)):
+        distances = {k: qpow.distance(bench, k) for k in range(max(lo, 1), hi + 1)}
+        best = min(distances.values())
+        first = min(k for k, d in distances.items() if d == best)
+        checks.append((bench, best, lo, hi, first))
+        if best:
+            checks.append((bench, best - 1, lo, hi, None))
+    for ctx, threshold, lo, hi, want in checks:
+        got = engine.search(engine.prepare(ctx, threshold), lo, hi, flag)
+        if want is None:
+            expected = ChunkOutcome(hi - lo + 1)
+        else:
+            expected = ChunkOutcome(want - lo + 1, verified(ctx, threshold, want))
+        if got != expected:
+            return f"range [{lo}, {hi}] at threshold {threshold:#x}: got {got}, expected {expected}"
+    return None
+
+
+def _steps_per_second(run, seconds: float) -> float:
+    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
+    of this thread (CPU time, not wall time: on a shared machine the neighbours' load does not count)."""
+    steps = 256
+    run(steps)  # compile or load, and warm the caches
+    while True:
+        t0 = time.thread_time()
+        run(steps)
+        dt = time.thread_time() - t0
+        if dt >= seconds / 4:
+            break
+        steps *= 4
+    steps = max(steps, int(steps * seconds / dt))
+    t0 = time.thread_time()
+    run(steps)
+    return steps / (time.thread_time() - t0)

@@ -14,7 +14,26 @@ from ._generated_kernels import L, LIMBS, LIMB_BITS, U0, U1, absorb_lanes, bswap
 POLL_MASK = 63  # poll the cancel flag every 64 steps (512 nonces, well under a millisecond)
 SCRATCH_WORDS = 25 * L
 
-__all__ = ["L", "LIMBS", "LIMB_BITS", "SCRATCH_WORDS", "scan_lanes"]
+__all__ = ["L", "LIMBS", "LIMB_BITS", "SCRATCH_WORDS", "first_hit", "hash_half", "scan_lanes", "step_half"]
+
+
+@njit(inline="always")
+def first_hit(st, hits, target, threshold, lanes):
+    """The lowest lane of the `hits` mask whose full distance is <= threshold, or -1.
+
+    `st[w * lanes + lane]` holds word w of each lane's Keccak state (little-endian words).
+    """
+    for ln in range(lanes):
+        if (np.uint64(hits) >> np.uint64(ln)) & U1:
+            verdict = 0  # 0: equal so far, 1: below, 2: above
+            for w in range(8):
+                d = bswap64(st[w * lanes + ln]) ^ target[w]
+                if d != threshold[w]:
+                    verdict = 1 if d < threshold[w] else 2
+                    break
+            if verdict != 2:
+                return ln
+    return -1
 
 
 @njit(nogil=True, cache=True)
@@ -38,18 +57,38 @@ def scan_lanes(y, c, n, ninv, target, threshold, steps, flag, st, out):
         for ln in range(L):
             hits |= np.uint64((bswap64(st[ln]) ^ tgt0) <= thr0) << np.uint64(ln)
         if hits != U0:  # rare: the leading word ties or beats the threshold, compare the rest
-            for ln in range(L):
-                if (hits >> np.uint64(ln)) & U1:
-                    verdict = 0  # 0: equal so far, 1: below, 2: above
-                    for w in range(8):
-                        d = bswap64(st[w * L + ln]) ^ target[w]
-                        if d != threshold[w]:
-                            verdict = 1 if d < threshold[w] else 2
-                            break
-                    if verdict != 2:
-                        out[0] = it
-                        out[1] = ln
-                        return 1
+            lane = first_hit(st, hits, target, threshold, L)
+            if lane >= 0:
+                out[0] = it
+                out[1] = lane
+                return 1
         montmul_lanes(y, c, n, ninv)
     out[0] = steps
     return 0
+
+
+# The halves alone, for `bench --profile`: how close the whole is to its own ceiling.
+@njit(nogil=True, cache=True)
+def hash_half(y, target, threshold, steps, st):
+    """Absorb + Keccak-f[1600] + leading-word compare, `steps` times; returns the hit count.
+
+    The lowest limb of lane 0 is flipped each step so no step can be hoisted out of the loop.
+    """
+    tgt0 = target[0]
+    thr0 = threshold[0]
+    hits = 0
+    for _ in range(steps):
+        y[0] ^= U1
+        absorb_lanes(y, st)
+        keccak_lanes(st)
+        for ln in range(L):
+            hits += (bswap64(st[ln]) ^ tgt0) <= thr0
+    return hits
+
+
+@njit(nogil=True, cache=True)
+def step_half(y, c, n, ninv, steps):
+    """`steps` Montgomery steps of every lane (no hashing)."""
+    for _ in range(steps):
+        montmul_lanes(y, c, n, ninv)
+    return y[0]

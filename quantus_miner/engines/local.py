@@ -23,9 +23,18 @@ class LocalResult:
     elapsed_time: float
     resume_at: int  # lowest nonce not tested: a stopped search resumes here with `--start`
     stopped: bool = False  # the caller's cancel flag ended the search (not a find, the range's end or time)
+    cpu_time: float = 0.0  # CPU seconds the worker threads ran (on a shared machine: what they really got)
 
 
-def _worker(engine, job, frontier, flag, found, lock, deadline):
+def _worker(engine, job, frontier, flag, found, lock, deadline, cpu, index):
+    cpu0 = time.thread_time()
+    try:
+        _scan(engine, job, frontier, flag, found, lock, deadline)
+    finally:
+        cpu[index] = time.thread_time() - cpu0
+
+
+def _scan(engine, job, frontier, flag, found, lock, deadline):
     size = 64  # a probe: the first chunk must stay short even on the slow engine
     while not flag[0]:
         if deadline is not None and time.monotonic() >= deadline:
@@ -72,12 +81,15 @@ def solve(
     frontier = Frontier(start, end)
     flag = new_cancel_flag() if flag is None else flag  # also set by the worker that finds a nonce
     found: list[Found] = []
+    workers = min(cores, end - start + 1)
+    cpu = [0.0] * workers
     lock = threading.Lock()
     t0 = time.monotonic()
     deadline = None if seconds is None else t0 + seconds
     threads = [
-        threading.Thread(target=_worker, args=(engine, job, frontier, flag, found, lock, deadline), daemon=True)
-        for _ in range(min(cores, end - start + 1))
+        threading.Thread(target=_worker, args=(engine, job, frontier, flag, found, lock, deadline, cpu, i),
+                         daemon=True)
+        for i in range(workers)
     ]
     for t in threads:
         t.start()
@@ -94,4 +106,4 @@ def solve(
             t.join()
     stopped = flagged and not found and frontier.resume_point() <= end  # else it finished anyway
     return LocalResult(found[0] if found else None, frontier.tested, time.monotonic() - t0,
-                       frontier.resume_point(), stopped)
+                       frontier.resume_point(), stopped, sum(cpu))

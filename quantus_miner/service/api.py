@@ -123,7 +123,7 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
     @app.get("/health")
     async def health() -> Response:
         stats = runtime.statistics()
-        return json_response({"status": "ok", "engine": stats.engine, "cores": stats.cores,
+        return json_response({"status": "ok", "engine": stats.engine, "kernel": stats.kernel, "cores": stats.cores,
                               "version": __version__, "active_jobs": stats.active_jobs})
 
     return app
