@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantus_miner.core import qpow
+from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.api import BODY_TIMEOUT_S
-from quantus_miner.service.server import KEEP_ALIVE_S
 
 from .support import EASY, MAX, SyncServer, mine_body
 
@@ -217,7 +217,7 @@ async def test_half_bodies_and_dropped_clients_leak_nothing(spawn_server):
             r = await client.get("/health")
             assert r.status_code == 200
             # half bodies time out, silent peers are dropped after the keep-alive timeout
-            with trio.fail_after(max(BODY_TIMEOUT_S, KEEP_ALIVE_S) + 5):
+            with trio.fail_after(max(BODY_TIMEOUT_S, ServiceConfig().idle_timeout_s) + 5):
                 while server.resources()["fds"] > baseline["fds"] + 2:
                     await trio.sleep(0.05)
         server.proc.terminate()

@@ -24,7 +24,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "bench")
-    engine = get_engine(config.engine)
+    engine = get_engine(config.engine, config.kernel)
     t0 = time.monotonic()
     engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
     warmup_s = time.monotonic() - t0

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise ValueError("--start must be <= --end")
     except ValueError as exc:
         parser.error(str(exc))
-    engine = get_engine(config.engine)
+    engine = get_engine(config.engine, config.kernel)
     ctx = qpow.JobContext.from_header(header.to_bytes(32, "big"))
     engine.warm_up()
     progress = None

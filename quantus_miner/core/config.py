@@ -18,6 +18,8 @@ import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline")  # `quantus_miner.engines.get_engine` builds each of them
+KERNEL_NAMES = ("auto", "lanes8")  # cpu-fast kernels; "auto" picks the best for the host
+MIN_JOB_RETENTION_S = 5.0  # ten of the node's 500 ms polls: a found nonce is always seen before it goes
 COMMANDS = ("serve", "mine", "bench", "devnet")
 
 
@@ -39,7 +41,12 @@ class ServiceConfig:
     rate_ema_alpha: float = 0.2
     max_jobs: int = 16
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
-    max_finished_jobs: int = 1000
+    max_finished_jobs: int = 1000  # kept for /result
+    metrics_finished_jobs: int = 100  # of those, the most recently ended ones exposed in /metrics
+    metrics_cache_s: float = 1.0  # scrapes within this interval share one exposition
+    kernel: str = "auto"
+    max_connections: int = 512  # per HTTP port, within the fd limit
+    idle_timeout_s: float = 5.0  # an HTTP connection with no traffic either way is closed after this
 
 
 def _port(text: str) -> int:
@@ -56,10 +63,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _retention(text: str) -> float:
     value = float(text)
-    if not 0 <= value < float("inf"):
-        raise ValueError("must be a number >= 0")
+    if not MIN_JOB_RETENTION_S <= value < float("inf"):
+        raise ValueError(f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise ValueError("must be a number of seconds 0.1-3600")
+    return value
+
+
+def _connections(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65536:
+        raise ValueError("must be an integer 1-65536")
     return value
 
 
@@ -111,14 +132,19 @@ SETTINGS = (
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
             "Prometheus /metrics port (serve default: none; devnet default: any free port)", MINERS),
-    Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
-            "seconds a finished job stays queryable after it ended"),
+    Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _retention,
+            f"seconds a finished job stays queryable after it ended (at least {MIN_JOB_RETENTION_S:g})"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
             "log level (serve default: info; devnet default: warning)", MINERS),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
             "nice value of mining threads, 0-19 (higher: faster API under load, a little less hash rate)"),
+    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL),
+    Setting("max_connections", "--max-connections", "MINER_MAX_CONNECTIONS", _connections,
+            "most open connections on the API port; at the cap the quietest one is closed (default 512)"),
+    Setting("idle_timeout_s", "--idle-timeout-s", "MINER_IDLE_TIMEOUT_S", _timeout,
+            "seconds an HTTP connection may stay silent before it is closed (default 5)"),
 )
 
 # Defaults that differ by command: the devnet's miner takes any free ports and logs quietly.

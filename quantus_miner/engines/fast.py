@@ -7,12 +7,13 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..core import qpow
+from ..core.config import KERNEL_NAMES
 from ..core.outcomes import ChunkOutcome, verified
 from . import kernels, limbs
 from .base import PreparedJob
 from .baseline import scan_reference
 
-KERNELS = ("lanes8",)
+KERNELS = tuple(k for k in KERNEL_NAMES if k != "auto")  # the list lives in core.config
 MAX_STEPS_PER_CALL = 1 << 40
 
 
@@ -43,8 +44,8 @@ class FastEngine:
 
     @classmethod
     def for_host(cls, requested: str = "auto") -> FastEngine:
-        if requested not in ("auto", *KERNELS):
-            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
+        if requested not in KERNEL_NAMES:
+            raise ValueError(f"unknown kernel {requested!r} (choose from {', '.join(KERNEL_NAMES)})")
         return cls(kernel=f"lanes8-29bit-{host_isa()}")
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
