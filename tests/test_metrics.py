@@ -218,11 +218,14 @@ async def test_scrapes_within_the_cache_interval_share_one_exposition(start_mine
 
 async def test_concurrent_scrapes_over_the_cap_get_503_at_once():
     # the metrics app under a stand-in ASGI server whose sends block: N scrapes stay in flight
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, generate_latest
 
     from quantus_miner.service.metrics_app import create_metrics_app
 
-    app = create_metrics_app(CollectorRegistry(), cache_s=0, max_scrapes=4)
+    async def render():
+        return generate_latest(CollectorRegistry())
+
+    app = create_metrics_app(render, cache_s=0, max_scrapes=4, rate=1000, burst=100)
     release, statuses = trio.Event(), []
     scope = {"type": "http", "path": "/metrics", "method": "GET"}
 
@@ -245,3 +248,33 @@ async def test_concurrent_scrapes_over_the_cap_get_503_at_once():
             release.set()
         await scrape()
         assert statuses[-1] == 200
+
+
+async def test_scrapes_are_paced_and_those_that_would_wait_too_long_get_503(autojump_clock):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from quantus_miner.service import metrics_app
+
+    async def render():
+        return generate_latest(CollectorRegistry())
+
+    app = metrics_app.create_metrics_app(render, cache_s=0, max_scrapes=1000, rate=10, burst=1)
+    answered: list[tuple[float, int]] = []
+    scope = {"type": "http", "path": "/metrics", "method": "GET"}
+
+    async def scrape():
+        async def send(message):
+            if message["type"] == "http.response.start":
+                answered.append((trio.current_time(), message["status"]))
+        await app(scope, None, send)
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(scrape)
+    ok = sorted(t - t0 for t, status in answered if status == 200)
+    refused = [t - t0 for t, status in answered if status == 503]
+    # 10 a second, at most MAX_WAIT_S ahead; the rest refused at once
+    assert len(ok) == 10 * metrics_app.MAX_WAIT_S + 1 and len(refused) == 40 - len(ok)
+    assert all(t == 0 for t in refused)
+    assert all(abs(b - a - 0.1) < 1e-6 for a, b in zip(ok, ok[1:]))

@@ -1,8 +1,9 @@
 """Bounded connections for the HTTP ports: a cap, idle and send deadlines, closes that really close.
 
-Hypercorn's own keep-alive timeout, `Connection: close` and HTTP/1.0 handling left sockets open
-for good under load, and nothing capped how many it accepts, so one host could fill the fd table
-and silence the miner. `serve_http` runs hypercorn's per-connection protocol (`TCPServer`) over
+Under hypercorn's own `worker_serve` nothing capped the connections it accepted, its keep-alive
+timer left idle connections open, and closing after `Connection: close`/HTTP/1.0/408/413 never
+happened (its `send_eof` ran in a task Quart-Trio had just cancelled). One host could fill the
+fd table and silence the miner. `serve_http` runs hypercorn's per-connection protocol over
 `GuardedStream`s from one accept loop that enforces, on every connection:
 
 - a cap: at `max_connections`, accepting a new connection first closes the one that has been
@@ -10,9 +11,10 @@ and silence the miner. `serve_http` runs hypercorn's per-connection protocol (`T
   an accept that fails for lack of fds does the same;
 - an idle deadline: no byte in either direction for `idle_timeout_s` closes it;
 - a send deadline: a response the peer does not read within `idle_timeout_s` closes it;
-- a lingering close after a response that ends the connection (`Connection: close`, HTTP/1.0,
-  408, 413): FIN first, what the peer still sends is discarded, the socket is closed when the
-  peer closes or after `LINGER_S`.
+- a lingering close when hypercorn ends a connection: FIN at once (no await, so no cancellation
+  can skip it), what the peer still sends is discarded, the socket closes when the peer closes
+  or after `LINGER_S`;
+- HTTP/1.x only (`HTTP11Only`): no h2c, no WebSocket.
 
 One reaper task checks the deadlines every `REAP_PERIOD_S`; a close is `socket.close()`, which
 frees the fd at once and wakes hypercorn's tasks with `ClosedResourceError`.
@@ -121,7 +123,7 @@ class GuardedStream:
         self.close_soon()
 
     def close_soon(self) -> None:
-        """The response just sent ends this connection: FIN now, hard close within `LINGER_S`."""
+        """End the connection: FIN now, hard close within `LINGER_S` (at once if the peer closes)."""
         if self.closing_since is not None or self.closed:
             return
         self.closing_since = trio.current_time()
@@ -146,10 +148,15 @@ class GuardedStream:
 class ConnectionGuard:
     """The live connections of one port, their cap and their deadlines."""
 
-    def __init__(self, name: str, max_connections: int, idle_timeout_s: float):
+    def __init__(self, name: str, max_connections: int, idle_timeout_s: float, *, evict: bool = True):
         self.name = name
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        # evict: at the cap a new connection closes the quietest one (the API: the node must get in);
+        # otherwise new connections wait in the kernel's backlog until one closes (the metrics port:
+        # a scrape storm then costs the event loop nothing)
+        self.evict = evict
+        self._freed = trio.Event()
         self._live: dict[GuardedStream, None] = {}  # insertion-ordered set
         self.evicted = 0
         self._shortage_logged = False
@@ -166,6 +173,7 @@ class ConnectionGuard:
 
     def forget(self, stream: GuardedStream) -> None:
         self._live.pop(stream, None)
+        self._freed.set()
 
     def evict_one(self) -> bool:
         """Close the connection that has been quiet longest (a flood's, not the node's)."""
@@ -174,8 +182,9 @@ class ConnectionGuard:
         victim = min(self._live, key=lambda s: s.last_active)
         victim.close_now()
         self.evicted += 1
-        log.debug("%s: connection cap %d reached, closed the quietest connection", self.name,
-                  self.max_connections)
+        log.log(logging.WARNING if self.evicted == 1 else logging.DEBUG,  # once: a flood must not flood the log
+                "%s port: connection cap %d reached, closing the quietest connections", self.name,
+                self.max_connections)
         return True
 
     async def reap(self) -> None:
@@ -188,6 +197,9 @@ class ConnectionGuard:
     async def accept_loop(self, listener: trio.SocketListener, handler: Callable[[GuardedStream], Awaitable],
                           nursery: trio.Nursery) -> None:
         while True:
+            while not self.evict and len(self._live) >= self.max_connections:
+                self._freed = trio.Event()
+                await self._freed.wait()
             try:
                 stream = await listener.accept()
             except OSError as exc:

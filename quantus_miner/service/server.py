@@ -26,7 +26,7 @@ from .runtime import MinerRuntime
 log = logging.getLogger("quantus_miner")
 
 
-METRICS_MAX_CONNECTIONS = 32  # the metrics port serves a scraper or two
+METRICS_MAX_CONNECTIONS = 8  # the metrics port serves a scraper or two; more wait in the backlog
 GIL_SWITCH_S = 0.0005
 GC_THRESHOLDS = (5000, 10, 10)
 
@@ -101,7 +101,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
                                 config.idle_timeout_s)
-    metrics_guard = ConnectionGuard("metrics", METRICS_MAX_CONNECTIONS, config.idle_timeout_s)
+    metrics_guard = ConnectionGuard("metrics", METRICS_MAX_CONNECTIONS, config.idle_timeout_s, evict=False)
     if api_guard.max_connections < config.max_connections:
         log.warning("--max-connections %d lowered to %d to fit the fd limit %d", config.max_connections,
                     api_guard.max_connections, fd_limit)
@@ -124,7 +124,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                                     api_sockets, api_guard))
         metrics_url = None
         if metrics_sockets is not None:
-            metrics_app = create_metrics_app(registry, cache_s=config.metrics_cache_s)
+            metrics_app = create_metrics_app(metrics.render, cache_s=config.metrics_cache_s)
             await nursery.start(partial(serve_http, QuietApp(wrap_app(metrics_app, None, "asgi")),
                                         metrics_config, metrics_sockets, metrics_guard))
             metrics_url = url_of(metrics_sockets) + "/metrics"
