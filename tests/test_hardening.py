@@ -124,7 +124,7 @@ content_types = st.sampled_from([None, "application/json", "text/plain", "applic
 
 @pytest.fixture
 def fuzz_server():
-    server = SyncServer("--port", "0", "--max-jobs", "8", "--progress-chunk-ms", "200", "--job-retention-s", "2")
+    server = SyncServer("--port", "0", "--max-jobs", "8", "--progress-chunk-ms", "200", "--job-retention-s", "5")
     with httpx.Client(base_url=server.api_url, timeout=10) as client:
         anchor = "anchor-" + uuid.uuid4().hex
         assert client.post("/mine", json=mine_body(anchor, 0)).status_code == 200
