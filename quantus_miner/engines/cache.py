@@ -48,7 +48,7 @@ def choose_cache_dir(env=None) -> tuple[str | None, str | None]:
             if i:
                 return path, f"no writable user cache directory; caching compiled kernels in {path}"
             return path, None
-    return None, "no writable cache directory: kernels are compiled at every start"
+    return None, "no writable cache directory, not even under the temp dir: kernels may be compiled at every start"
 
 
 def configure_numba_cache() -> str | None:
@@ -59,14 +59,7 @@ def configure_numba_cache() -> str | None:
     path, warning = choose_cache_dir()
     if warning:
         log.warning("%s", warning)
-    if path is None:
-        # Numba would fall back to the package tree; a fresh temp dir is the least bad option left,
-        # and if even that fails the kernels keep working uncached only where Numba allows it.
-        try:
-            path = tempfile.mkdtemp(prefix="quantus-miner-numba-")
-        except OSError:
-            path = None
-    if path is not None:
+    if path is not None:  # None: not even the temp dir is writable; Numba then caches nowhere it can
         os.environ["NUMBA_CACHE_DIR"] = path
         numba_config = sys.modules.get("numba.core.config")
         if numba_config is not None:  # Numba already imported: it read the variable at import
