@@ -45,7 +45,7 @@ class ServiceConfig:
     metrics_finished_jobs: int = 100  # of those, the most recently ended ones exposed in /metrics
     metrics_cache_s: float = 1.0  # scrapes within this interval share one exposition
     kernel: str = "auto"
-    max_connections: int = 512  # per HTTP port, within the fd limit
+    max_connections: int = 512  # on the API port, within the fd limit (the metrics port holds 8)
     idle_timeout_s: float = 5.0  # an HTTP connection with no traffic either way is closed after this
 
 

@@ -18,7 +18,7 @@ from ..core.config import ServiceConfig
 from ..engines import get_engine
 from ..engines.base import measure_rate
 from .api import create_app
-from .connections import QuietApp, ConnectionGuard, connection_cap, raise_fd_limit, serve_http
+from .connections import ConnectionGuard, QuietApp, connection_cap, raise_fd_limit, serve_http
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
