@@ -23,24 +23,28 @@ import uuid
 import trio
 
 MINER = [sys.executable, "-m", "quantus_miner", "serve"]
-RETENTION_S = 1
+RETENTION_S = 5  # the least --job-retention-s accepts (MIN_JOB_RETENTION_S)
 
 
 class RawClient:
     """One keep-alive HTTP/1.1 connection on a raw trio socket (cheap: the load costs little CPU).
 
-    Renewed when the server announces `Connection: close` (hypercorn does every 1000 requests).
+    Renewed when the server announces `Connection: close` (hypercorn does every 1000 requests), and
+    after IDLE_RENEW_S unused, before the server's 5 s idle timeout closes it (as HTTP clients' pools do).
     """
+
+    IDLE_RENEW_S = 4.0
 
     def __init__(self, stream: trio.SocketStream, host: str, port: int):
         self.stream, self.host, self.port, self.buf, self.closing = stream, host, port, b"", False
+        self.used = trio.current_time()
 
     @classmethod
     async def connect(cls, host: str, port: int) -> RawClient:
         return cls(await trio.open_tcp_stream(host, port), host, port)
 
     async def request(self, method: str, path: str, doc: dict | None = None) -> tuple[int, dict]:
-        if self.closing:
+        if self.closing or trio.current_time() - self.used > self.IDLE_RENEW_S:
             await self.stream.aclose()
             self.stream, self.buf, self.closing = await trio.open_tcp_stream(self.host, self.port), b"", False
         body = b"" if doc is None else json.dumps(doc).encode()
@@ -56,6 +60,7 @@ class RawClient:
         while len(self.buf) < length:
             await self._fill()
         payload, self.buf = self.buf[:length], self.buf[length:]
+        self.used = trio.current_time()
         return int(lines[0].split()[1]), json.loads(payload)
 
     async def _fill(self) -> None:
@@ -129,7 +134,7 @@ async def run(seconds: float, lifecycles: int, clients_n: int) -> dict:
         assert (await control.request("POST", "/mine", mine_body("main")))[0] == 200  # all cores mine it
         await churn(200, 0)  # warm caches and thread pools before the baseline
         await control.request("GET", "/result/main")  # every request series the run touches exists
-        await trio.sleep(RETENTION_S + 0.5)
+        await trio.sleep(RETENTION_S + 2.5)  # + reaper period (1 s) + metrics cache (1 s)
         start = {**resources(proc.pid), "series": await series(metrics_url)}
         latencies: list[float] = []
         errors = 0
@@ -169,7 +174,7 @@ async def run(seconds: float, lifecycles: int, clients_n: int) -> dict:
         for client in clients:
             await client.aclose()
         pairs += await churn(lifecycles, 0)
-        await trio.sleep(RETENTION_S + 0.5)
+        await trio.sleep(RETENTION_S + 2.5)  # + reaper period (1 s) + metrics cache (1 s)
         end = {**resources(proc.pid), "series": await series(metrics_url)}
         status, body = await control.request("GET", "/result/main")
         main_running = status == 200 and body["status"] == "running"

@@ -31,7 +31,8 @@ async def start_miner(nursery):
     clients = []
 
     async def start(**overrides) -> Miner:
-        config = ServiceConfig(**{"port": 0, "metrics_port": 0, "cores": 2, **overrides})
+        # exact scrapes: tests assert on a scrape right after the state changed (the cache has its own test)
+        config = ServiceConfig(**{"port": 0, "metrics_port": 0, "cores": 2, "metrics_cache_s": 0, **overrides})
         registry = CollectorRegistry()
         with trio.fail_after(60):
             running = await nursery.start(lambda task_status: serve_miner(config, registry=registry,
@@ -55,9 +56,9 @@ async def spawn_server(nursery):
     """Start `quantus-miner serve` subprocesses (log drained); any still running at teardown is killed."""
     servers = []
 
-    async def spawn(*args, env=None) -> Server:
+    async def spawn(*args, env=None, fd_limit=None) -> Server:
         with trio.fail_after(60):
-            server = await Server.start(*args, env=env)
+            server = await Server.start(*args, env=env, fd_limit=fd_limit)
         nursery.start_soon(server.drain)
         servers.append(server)
         return server

@@ -77,9 +77,16 @@ class Server:
         self.proc, self.api_url, self.metrics_url = proc, api_url, metrics_url
 
     @classmethod
-    async def start(cls, *args, env=None):
+    async def start(cls, *args, env=None, fd_limit: int | None = None):
+        """`fd_limit` lowers the server's RLIMIT_NOFILE (soft and hard), so fd floods stay small."""
+        import resource
+
+        def limit_fds():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
         proc = await trio.lowlevel.open_process([*MINER, "serve", *args], stderr=subprocess.PIPE,
-                                                env={**os.environ, **(env or {})})
+                                                env={**os.environ, **(env or {})},
+                                                preexec_fn=limit_fds if fd_limit else None)
         buf = b""
         while b"ready:" not in buf:
             chunk = await proc.stderr.receive_some()

@@ -23,11 +23,27 @@ from .support import MAX, free_port, mine_body, run
     (["--engine", "gpu"], {}, "--engine='gpu' must be one of cpu-fast, cpu-baseline"),
     (["--port", "70000"], {}, "--port='70000' must be a port number 0-65535"),
     ([], {"MINER_CORES": "two"}, "MINER_CORES='two' has the wrong format"),
+    (["--job-retention-s", "0"], {}, "--job-retention-s='0' must be a number of seconds >= 5"),
+    ([], {"MINER_JOB_RETENTION_S": "1"}, "MINER_JOB_RETENTION_S='1' must be a number of seconds >= 5"),
+    ([], {"MINER_KERNEL": "bogus"}, "MINER_KERNEL='bogus' must be one of auto, ifma8, lanes8"),
+    (["--kernel", "avx9"], {}, "--kernel='avx9' must be one of auto, ifma8, lanes8"),
+    (["--max-connections", "0"], {}, "--max-connections='0' must be an integer 1-65536"),
+    ([], {"MINER_IDLE_TIMEOUT_S": "0"}, "MINER_IDLE_TIMEOUT_S='0' must be a number of seconds 0.1-3600"),
 ])
 async def test_invalid_configuration_exits_2_with_a_clear_message(args, env, message):
     result = await run("serve", *args, env=env)
     assert result.returncode == 2
     assert message in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize("command, args", [("mine", ["--header", "00" * 32, "--threshold", "1"]), ("bench", []),
+                                           ("devnet", [])])
+async def test_every_command_validates_the_kernel_like_any_setting(command, args):
+    result = await run(command, "--help")
+    assert "--kernel MINER_KERNEL" in result.stdout.decode()
+    result = await run(command, *args, env={"MINER_KERNEL": "bogus"})
+    assert result.returncode == 2 and "MINER_KERNEL='bogus' must be one of auto, ifma8, lanes8" in result.stderr.decode()
 
 
 def test_flag_beats_env_beats_default():

@@ -6,6 +6,7 @@ engine's lanes scan contiguous nonces, so it must find exactly the same nonce.
 """
 
 import logging
+import os
 import threading
 import time
 import types
@@ -170,11 +171,10 @@ def test_a_wrong_candidate_is_rejected_by_verification():
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_every_kernel_can_be_forced(kernel, monkeypatch):
+def test_every_kernel_can_be_forced(kernel):
     if kernel not in RUNNABLE:
         pytest.skip(f"this host lacks {', '.join(SPECS[kernel].missing(host_features()))}")
-    monkeypatch.setenv("MINER_KERNEL", kernel)
-    engine = get_engine("cpu-fast")
+    engine = get_engine("cpu-fast", kernel)
     engine.warm_up()
     assert engine.kernel.startswith(kernel)
     ctx = qpow.JobContext.from_header(bytes(32))
@@ -246,3 +246,25 @@ def test_committed_kernels_match_their_generator():
     spec.loader.exec_module(gen)
     committed = (root / "quantus_miner" / "engines" / "_generated_kernels.py").read_text()
     assert committed == gen.render(), "run python scripts/gen_kernels.py"
+
+
+def test_an_unwritable_numba_cache_dir_falls_back_with_one_warning_never_into_the_package(tmp_path):
+    import subprocess
+    import sys
+
+    import quantus_miner
+
+    blocker = tmp_path / "a-file"  # nothing can be created under a file, not even by root
+    blocker.write_text("")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "NUMBA_CACHE_DIR")}
+    env.update(NUMBA_CACHE_DIR=str(blocker / "numba"), HOME=str(blocker), TMPDIR=str(tmp))
+    code = "import quantus_miner.engines.kernels as k; print(k.scan_lanes._cache._cache_path)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cache_path = result.stdout.strip()
+    assert cache_path.startswith(str(tmp)), cache_path
+    assert not cache_path.startswith(os.path.dirname(quantus_miner.__file__))
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1 and "NUMBA_CACHE_DIR=" in warnings[0] and "not writable" in warnings[0], result.stderr

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantus_miner.core import qpow
+from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.api import BODY_TIMEOUT_S
-from quantus_miner.service.server import KEEP_ALIVE_S
 
 from .support import EASY, MAX, SyncServer, mine_body
 
@@ -124,7 +124,7 @@ content_types = st.sampled_from([None, "application/json", "text/plain", "applic
 
 @pytest.fixture
 def fuzz_server():
-    server = SyncServer("--port", "0", "--max-jobs", "8", "--progress-chunk-ms", "200", "--job-retention-s", "2")
+    server = SyncServer("--port", "0", "--max-jobs", "8", "--progress-chunk-ms", "200", "--job-retention-s", "5")
     with httpx.Client(base_url=server.api_url, timeout=10) as client:
         anchor = "anchor-" + uuid.uuid4().hex
         assert client.post("/mine", json=mine_body(anchor, 0)).status_code == 200
@@ -217,7 +217,7 @@ async def test_half_bodies_and_dropped_clients_leak_nothing(spawn_server):
             r = await client.get("/health")
             assert r.status_code == 200
             # half bodies time out, silent peers are dropped after the keep-alive timeout
-            with trio.fail_after(max(BODY_TIMEOUT_S, KEEP_ALIVE_S) + 5):
+            with trio.fail_after(max(BODY_TIMEOUT_S, ServiceConfig().idle_timeout_s) + 5):
                 while server.resources()["fds"] > baseline["fds"] + 2:
                     await trio.sleep(0.05)
         server.proc.terminate()

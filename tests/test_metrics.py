@@ -6,6 +6,7 @@ Cadence is measured on the workers' own report timestamps, never on wall-clock s
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from .support import EASY, MAX
@@ -180,6 +181,8 @@ async def test_series_count_is_flat_after_500_jobs_past_retention(start_miner):
             await miner.client.post(f"/cancel/{job_id}")
 
         await lifecycle("warm-up")  # creates the per-endpoint request series
+        # and the 404 series of a cancel that comes after retention (a slow machine makes that happen)
+        await miner.client.post("/cancel/forgotten")
         while (await miner.result("warm-up"))["status"] != "not_found":
             await trio.sleep(0.05)
         before = series_count(await miner.scrape())
@@ -189,3 +192,91 @@ async def test_series_count_is_flat_after_500_jobs_past_retention(start_miner):
             await trio.sleep(0.05)
         assert miner.runtime.statistics().retained_jobs == 0
         assert series_count(await miner.scrape()) == before
+
+
+async def test_finished_job_series_are_bounded_below_the_results_kept_and_counters_stay_exact(start_miner):
+    with trio.fail_after(60):
+        miner = await start_miner(metrics_finished_jobs=3, max_finished_jobs=20, job_retention_s=300)
+        for i in range(12):
+            assert (await miner.mine(f"f{i}", 0, start=1, end=1 << 40)).status_code == 200
+            await miner.client.post(f"/cancel/f{i}")
+        assert (await miner.mine("live", 0, start=1, end=1 << 40)).status_code == 200
+        text = await miner.scrape()
+        exposed = {s.labels["job_id"] for s in samples(text, "miner_job_hashes_total")}
+        assert exposed == {"f9", "f10", "f11", "live"}  # running jobs, then the 3 latest finished ones
+        assert samples(text, "miner_jobs_total", status="cancelled")[0].value == 12
+        for i in range(12):  # /result still knows every one of them
+            assert (await miner.result(f"f{i}"))["status"] == "cancelled"
+        await miner.client.post("/cancel/live")
+
+
+async def test_scrapes_within_the_cache_interval_share_one_exposition(start_miner):
+    with trio.fail_after(30):
+        miner = await start_miner(metrics_cache_s=60)
+        first = await miner.scrape()
+        await miner.client.get("/health")  # changes miner_http_requests_total
+        assert await miner.scrape() == first
+
+
+async def test_concurrent_scrapes_over_the_cap_get_503_at_once():
+    # the metrics app under a stand-in ASGI server whose sends block: N scrapes stay in flight
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from quantus_miner.service.metrics_app import create_metrics_app
+
+    async def render():
+        return generate_latest(CollectorRegistry())
+
+    app = create_metrics_app(render, cache_s=0, max_scrapes=4, rate=1000, burst=100)
+    release, statuses = trio.Event(), []
+    scope = {"type": "http", "path": "/metrics", "method": "GET"}
+
+    async def scrape():
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+                if message["status"] == 200:
+                    await release.wait()
+        await app(scope, None, send)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(scrape)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(3):
+                await scrape()  # answered at once, without waiting for the blocked ones
+            assert statuses == [200] * 4 + [503] * 3
+            release.set()
+        await scrape()
+        assert statuses[-1] == 200
+
+
+async def test_scrapes_are_paced_and_those_that_would_wait_too_long_get_503(autojump_clock):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from quantus_miner.service import metrics_app
+
+    async def render():
+        return generate_latest(CollectorRegistry())
+
+    app = metrics_app.create_metrics_app(render, cache_s=0, max_scrapes=1000, rate=10, burst=1)
+    answered: list[tuple[float, int]] = []
+    scope = {"type": "http", "path": "/metrics", "method": "GET"}
+
+    async def scrape():
+        async def send(message):
+            if message["type"] == "http.response.start":
+                answered.append((trio.current_time(), message["status"]))
+        await app(scope, None, send)
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(scrape)
+    ok = sorted(t - t0 for t, status in answered if status == 200)
+    refused = [t - t0 for t, status in answered if status == 503]
+    # 10 a second, at most MAX_WAIT_S ahead; the rest refused at once
+    assert len(ok) == 10 * metrics_app.MAX_WAIT_S + 1 and len(refused) == 40 - len(ok)
+    assert all(t == 0 for t in refused)
+    assert all(abs(b - a - 0.1) < 1e-6 for a, b in zip(ok, ok[1:]))

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..core.config import ConfigError, ServiceConfig, resolve, settings_for
+from ..engines import kernel_problem
 
 
 def positive_int(text: str) -> int:
@@ -39,9 +40,12 @@ def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
 def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str) -> ServiceConfig:
     """The command's configuration (flag > env > default); a bad value exits 2 with the table's message."""
     try:
-        return resolve({s.name: getattr(args, s.name) for s in settings_for(command)}, command=command)
+        config = resolve({s.name: getattr(args, s.name) for s in settings_for(command)}, command=command)
     except ConfigError as exc:
         parser.error(str(exc))
+    if problem := kernel_problem(config.engine, config.kernel):
+        parser.error(f"--kernel/MINER_KERNEL={config.kernel!r}: {problem}")
+    return config
 
 
 def setup_logging(level: str) -> None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "bench")
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop() as stop:
-        engine = get_engine(config.engine)
+        engine = get_engine(config.engine, config.kernel)
         if args.profile and not hasattr(engine, "profile"):
             parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
         t0 = time.monotonic()

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         status.update(frontier.tested, elapsed, frontier.share() if finite else None)
 
     with SignalStop() as stop:
-        engine = get_engine(config.engine)
+        engine = get_engine(config.engine, config.kernel)
         try:
             engine.warm_up()
         except Interrupted:  # before any kernel ran: stopped with nothing tested
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, config.cores, on_progress=progress, flag=flag)
+            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, config.cores,
+                           on_progress=progress, flag=flag)
         status.clear()
         found = result.found
         # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex

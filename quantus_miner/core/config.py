@@ -26,6 +26,7 @@ POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node pro
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect")
 # cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
 KERNEL_NAMES = ("auto", "ifma8", "lanes8")
+MIN_JOB_RETENTION_S = 5.0  # ten of the node's 500 ms polls: a found nonce is always seen before it goes
 
 
 def available_cores() -> int:
@@ -46,7 +47,12 @@ class ServiceConfig:
     rate_ema_alpha: float = 0.2
     max_jobs: int = 16
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
-    max_finished_jobs: int = 1000
+    max_finished_jobs: int = 1000  # kept for /result
+    metrics_finished_jobs: int = 100  # of those, the most recently ended ones exposed in /metrics
+    metrics_cache_s: float = 1.0  # scrapes within this interval share one exposition
+    kernel: str = "auto"
+    max_connections: int = 512  # on the API port, within the fd limit (the metrics port holds 8)
+    idle_timeout_s: float = 5.0  # an HTTP connection with no traffic either way is closed after this
     log_speed_s: float = 60.0  # seconds between speed lines (serve, devnet); 0: none
     progress_log_s: float = 10.0  # seconds between plain progress lines of mine/bench when stderr is no terminal
     # connect (the 2026 QUIC node): where the node listens and its two credential files
@@ -73,6 +79,27 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
         raise ValueError("must be a number >= 0")
+    return value
+
+
+def _retention(text: str) -> float:
+    value = float(text)
+    if not MIN_JOB_RETENTION_S <= value < float("inf"):
+        raise ValueError(f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise ValueError("must be a number of seconds 0.1-3600")
+    return value
+
+
+def _connections(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65536:
+        raise ValueError("must be an integer 1-65536")
     return value
 
 
@@ -143,8 +170,8 @@ SETTINGS = (
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
             "Prometheus /metrics port (serve, connect default: none; devnet default: any free port)", MINERS),
-    Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
-            "seconds a finished job stays queryable after it ended"),
+    Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _retention,
+            f"seconds a finished job stays queryable after it ended (at least {MIN_JOB_RETENTION_S:g})"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
             "log level (serve, connect default: info; devnet default: warning)", MINERS),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
@@ -162,6 +189,11 @@ SETTINGS = (
             "the node's miner-auth-token file", CONNECT),
     Setting("tls_cert_sha256_file", "--tls-cert-sha256-file", "MINER_TLS_CERT_SHA256_FILE", str,
             "the node's miner-tls-cert-sha256 file: the pinned certificate hash", CONNECT),
+    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL),
+    Setting("max_connections", "--max-connections", "MINER_MAX_CONNECTIONS", _connections,
+            "most open connections on the API port; at the cap the quietest one is closed (default 512)"),
+    Setting("idle_timeout_s", "--idle-timeout-s", "MINER_IDLE_TIMEOUT_S", _timeout,
+            "seconds an HTTP connection may stay silent before it is closed (default 5)"),
 )
 REQUIRED: dict[str, tuple[str, ...]] = {"connect": ("node_addr", "auth_token_file", "tls_cert_sha256_file")}
 

@@ -20,6 +20,7 @@ A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot 
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import OrderedDict
 
 import attrs
@@ -193,6 +194,11 @@ class JobTable:
 
     def running(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.running]
+
+    def recent(self, finished: int) -> list[Job]:
+        """Running jobs plus the `finished` most recently ended ones (what the metrics expose)."""
+        ended = list(itertools.islice(reversed(self._finished), finished)) if finished > 0 else []
+        return self.running() + [self._jobs[job_id] for job_id in reversed(ended)]
 
     def end(self, job: Job, status: JobStatus, now: float, reason: str | None = None) -> list[Job]:
         """The one transition out of `running`; return jobs forgotten to keep at most `max_finished`."""

@@ -6,28 +6,41 @@
 
 from __future__ import annotations
 
-import os
-
-from ..core.config import ENGINE_NAMES
+from ..core.config import ENGINE_NAMES, KERNEL_NAMES
 from .base import Engine
 from .baseline import BaselineEngine
 from .baseline_v2 import BaselineV2Engine
+from .cache import configure_numba_cache
 
 
-def get_engine(name: str) -> Engine:
+def get_engine(name: str, kernel: str = "auto") -> Engine:
+    """The engine `name`; `kernel` picks cpu-fast's kernel (settings `--kernel`/`MINER_KERNEL`)."""
     if name == "cpu-baseline":
         return BaselineEngine()
     if name == "cpu-fast":
+        configure_numba_cache()  # before Numba compiles (or loads) anything
         from .fast import FastEngine  # imports Numba only when asked for
 
-        return FastEngine.for_host(os.environ.get("MINER_KERNEL", "auto"))
+        return FastEngine.for_host(kernel)
     if name == "cpu-baseline-v2":
         return BaselineV2Engine()
     if name == "cpu-fast-v2":
+        configure_numba_cache()
         from .fast_v2 import FastV2Engine  # imports Numba only when asked for
 
         return FastV2Engine()
     raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINE_NAMES)})")
 
 
-__all__ = ["ENGINE_NAMES", "Engine", "get_engine"]
+def kernel_problem(name: str, kernel: str) -> str | None:
+    """Why engine `name` cannot run a forced `kernel` on this host, or None (checked before anything starts)."""
+    if name != "cpu-fast" or kernel == "auto":
+        return None
+    configure_numba_cache()
+    from .fast import SPECS, host_features  # imports Numba only when a kernel is forced
+
+    missing = SPECS[kernel].missing(host_features())
+    return f"kernel {kernel} needs {', '.join(missing)}, which this host lacks" if missing else None
+
+
+__all__ = ["ENGINE_NAMES", "KERNEL_NAMES", "Engine", "get_engine"]

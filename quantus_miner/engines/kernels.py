@@ -7,7 +7,12 @@ contiguous nonce range.
 """
 
 import numpy as np
-from numba import njit
+
+from .cache import configure_numba_cache
+
+configure_numba_cache()  # before the first cached @njit below (and in _generated_kernels) is decorated
+
+from numba import njit  # noqa: E402
 
 from ._generated_kernels import L, LIMBS, LIMB_BITS, U0, U1, absorb_lanes, bswap64, keccak_lanes, montmul_lanes
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from quart import Response, request
+from quart.wrappers import ClientDisconnectedError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -63,6 +64,9 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
         # Read every body (capped at MAX_BODY_BYTES) before answering, even on a 404/405: a
         # response sent over an unread body now and then left a keep-alive connection stuck.
         await request.get_data(cache=True)
+        if request.headers.get("Upgrade", "").strip().lower() == "websocket":
+            # the server layer (connections.HTTP11Only) turned the upgrade into a plain request
+            return error_response(400, "WebSocket is not served here")
 
     @app.after_request
     async def count_request(response: Response) -> Response:
@@ -88,6 +92,9 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
+        if isinstance(exc, ClientDisconnectedError):  # the client left: no fault, and nobody reads this
+            log.debug("client left during %s %s", request.method, request.path)
+            return error_response(400, "client disconnected")
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(500, "internal error")
 
@@ -127,5 +134,3 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
                               "version": __version__, "active_jobs": stats.active_jobs})
 
     return app
-
-

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter
+import trio
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..core.config import ENGINE_NAMES
@@ -30,6 +31,7 @@ class JobCollector:
 
     def __init__(self, snapshots: Callable[[], list[JobSnapshot]]):
         self._snapshots = snapshots
+        self.pinned: list[JobSnapshot] | None = None  # set while a worker thread renders (see `render`)
 
     def describe(self):
         return []  # families are built from live state at collect time
@@ -47,7 +49,7 @@ class JobCollector:
         thread_rate = GaugeMetricFamily("miner_thread_hash_rate", "EMA of the worker's delta rate (nonces/s)",
                                         labels=["engine", "job_id", "thread_id"])
         total_rate, running = 0.0, 0
-        for snap in self._snapshots():
+        for snap in self.pinned if self.pinned is not None else self._snapshots():
             labels = [snap.engine, snap.job_id]
             job_hashes.add_metric(labels, snap.hash_count)
             for status in STATUSES:
@@ -88,7 +90,19 @@ class MinerMetrics:
 
     def observe(self, snapshots: Callable[[], list[JobSnapshot]]) -> None:
         """Expose the job series of whatever `snapshots()` returns at each scrape."""
-        self.registry.register(JobCollector(snapshots))
+        self._collector = JobCollector(snapshots)
+        self._render_lock = trio.Lock()
+        self.registry.register(self._collector)
+
+    async def render(self) -> bytes:
+        """The exposition: job snapshots taken here on the trio thread (consistent, ~1 ms), the text
+        formatted in a worker thread (tens of ms of Python that would otherwise stall the API)."""
+        async with self._render_lock:
+            self._collector.pinned = self._collector._snapshots()
+            try:
+                return await trio.to_thread.run_sync(generate_latest, self.registry)
+            finally:
+                self._collector.pinned = None
 
     def job_ended(self, engine: str, status: str) -> None:
         self.jobs.labels(status).inc()

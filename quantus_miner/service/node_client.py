@@ -118,7 +118,7 @@ async def connect_miner(
     token = tls.read_token_file(config.auth_token_file)
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
     log.info("configuration: %s", describe(config))
-    engine = get_engine(config.engine)
+    engine = get_engine(config.engine, config.kernel)
     await trio.to_thread.run_sync(engine.warm_up)
     rate = await trio.to_thread.run_sync(measure_rate, engine)
     registry = registry if registry is not None else CollectorRegistry()

@@ -92,7 +92,7 @@ class MinerRuntime:
         self.hashes = 0
         self.jobs_completed = 0
         self.jobs_ended = 0
-        metrics.observe(self.snapshots)
+        metrics.observe(self.metric_snapshots)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -146,6 +146,12 @@ class MinerRuntime:
         """Every retained job, as of now (what the metrics collector reads at scrape time)."""
         now = self.clock()
         return [job.snapshot(now) for job in self._table]
+
+    def metric_snapshots(self) -> list[JobSnapshot]:
+        """Running jobs and the `metrics_finished_jobs` latest finished ones: a scrape stays small
+        while /result keeps up to `max_finished_jobs` (the job counters count every job)."""
+        now = self.clock()
+        return [job.snapshot(now) for job in self._table.recent(self.config.metrics_finished_jobs)]
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.config.cores,

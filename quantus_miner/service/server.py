@@ -12,7 +12,6 @@ from functools import partial
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig, Sockets
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +20,7 @@ from ..core.speed import DEFAULT_WINDOWS
 from ..engines import get_engine
 from ..engines.base import measure_rate
 from .api import create_app
+from .connections import ConnectionGuard, QuietApp, connection_cap, raise_fd_limit, serve_http
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
@@ -29,7 +29,7 @@ from .speedlog import SAMPLE_S, log_speed
 log = logging.getLogger("quantus_miner")
 
 
-KEEP_ALIVE_S = 5
+METRICS_MAX_CONNECTIONS = 8  # the metrics port serves a scraper or two; more wait in the backlog
 GIL_SWITCH_S = 0.0005
 GC_THRESHOLDS = (5000, 10, 10)
 
@@ -44,17 +44,18 @@ class RunningMiner:
     metrics_url: str | None
     runtime: MinerRuntime
     registry: CollectorRegistry
+    connections: ConnectionGuard  # the API port's live connections
 
 
-def hypercorn_config(host: str, port: int) -> HypercornConfig:
+def hypercorn_config(host: str, port: int, idle_timeout_s: float) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("quantus_miner.http")  # our handlers, not a second stream
     config.graceful_timeout = 0.5
-    # the node polls every 500 ms, well inside this; it also bounds how long hypercorn holds a
-    # connection whose peer left without sending a request
-    config.keep_alive_timeout = KEEP_ALIVE_S
+    # the node polls every 500 ms, well inside this; `connections.ConnectionGuard` enforces it
+    # (hypercorn's own timer left connections open under load)
+    config.keep_alive_timeout = idle_timeout_s
     return config
 
 
@@ -101,13 +102,21 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
     # interval hands it back to the event loop quickly, keeping the node's polls fast.
     sys.setswitchinterval(GIL_SWITCH_S)
-    engine = get_engine(config.engine)
+    engine = get_engine(config.engine, config.kernel)
     # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
     await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
     probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     registry = registry if registry is not None else CollectorRegistry()
-    api_config = hypercorn_config(config.host, config.port)
-    metrics_config = hypercorn_config(config.host, config.metrics_port) if config.metrics_port is not None else None
+    _, fd_limit = raise_fd_limit()
+    api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
+                                config.idle_timeout_s)
+    metrics_guard = ConnectionGuard("metrics", METRICS_MAX_CONNECTIONS, config.idle_timeout_s, evict=False)
+    if api_guard.max_connections < config.max_connections:
+        log.warning("--max-connections %d lowered to %d to fit the fd limit %d", config.max_connections,
+                    api_guard.max_connections, fd_limit)
+    api_config = hypercorn_config(config.host, config.port, config.idle_timeout_s)
+    metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
+                      if config.metrics_port is not None else None)
     api_sockets = bind(api_config, "API")
     try:
         metrics_sockets = bind(metrics_config, "metrics") if metrics_config else None
@@ -120,11 +129,13 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic)
         await nursery.start(runtime.run)
         app = create_app(runtime, runtime.metrics)
-        await nursery.start(partial(worker_serve, wrap_app(app, None, "asgi"), api_config, sockets=api_sockets))
+        await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), api_config,
+                                    api_sockets, api_guard))
         metrics_url = None
         if metrics_sockets is not None:
-            await nursery.start(partial(worker_serve, wrap_app(create_metrics_app(registry), None, "asgi"),
-                                        metrics_config, sockets=metrics_sockets))
+            metrics_app = create_metrics_app(metrics.render, cache_s=config.metrics_cache_s)
+            await nursery.start(partial(serve_http, QuietApp(wrap_app(metrics_app, None, "asgi")),
+                                        metrics_config, metrics_sockets, metrics_guard))
             metrics_url = url_of(metrics_sockets) + "/metrics"
         api_url = url_of(api_sockets)
         if config.log_speed_s > 0:
@@ -136,4 +147,4 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                  "2^511 (sizes first chunks; not the mining rate, see the speed line); API %s%s", engine.name,
                  engine.kernel, config.cores, probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
-        task_status.started(RunningMiner(api_url, metrics_url, runtime, registry))
+        task_status.started(RunningMiner(api_url, metrics_url, runtime, registry, api_guard))
