@@ -1,4 +1,4 @@
-"""The `quantus-miner` command line: serve (default), mine, bench, devnet; one module per command."""
+"""The `quantus-miner` command line: serve (default), mine, bench, devnet, worker; one module per command."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, devnet, mine, serve
+from . import bench, devnet, mine, serve, worker
 
-COMMANDS = {"serve": serve, "mine": mine, "bench": bench, "devnet": devnet}
+COMMANDS = {"serve": serve, "mine": mine, "bench": bench, "devnet": devnet, "worker": worker}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

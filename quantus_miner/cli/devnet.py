@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from ..core.config import ServiceConfig
 from ..devnet import chain
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator
-from ..service.server import serve_miner
+from ..cluster.executor import ClusterUnavailable
+from ..service.server import BindError, serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
 
 HELP = "mine blocks against a built-in node simulator"
@@ -76,7 +77,8 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, *,
     async with trio.open_nursery() as nursery:
         running = await nursery.start(lambda task_status: serve_miner(config, registry=CollectorRegistry(),
                                                                       task_status=task_status))
-        print(f"devnet: miner {running.api_url} ({config.engine}, {config.cores} core(s)); "
+        where = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
+        print(f"devnet: miner {running.api_url} ({config.engine}, {where}); "
               f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
         task_status.started(running)
         stats = await NodeSimulator(running.api_url, **sim_kwargs).run()
@@ -91,8 +93,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--network-block-rate must be >= 0")
     config = resolve_settings(args, parser, "devnet")
     setup_logging(config.log_level)
+    failures: list[BaseException] = []
     try:
         trio.run(run_devnet, args, config)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
+        failures.append(KeyboardInterrupt())
+    except* (BindError, ClusterUnavailable) as group:
+        failures.extend(group.exceptions)
+    if failures and isinstance(failures[0], KeyboardInterrupt):
         return 130
+    if failures:
+        print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
+        return 2
     return 0

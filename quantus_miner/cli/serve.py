@@ -9,6 +9,7 @@ import sys
 
 import trio
 
+from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
@@ -36,10 +37,10 @@ async def serve_until_signal(config: ServiceConfig) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "serve")
     setup_logging(config.log_level)
-    failures: list[BindError] = []
+    failures: list[OSError] = []
     try:
         trio.run(serve_until_signal, config)
-    except* BindError as group:
+    except* (BindError, ClusterUnavailable) as group:
         failures.extend(group.exceptions)
     if failures:
         print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)

@@ -18,7 +18,8 @@ import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline")  # `quantus_miner.engines.get_engine` builds each of them
-COMMANDS = ("serve", "mine", "bench", "devnet")
+COMMANDS = ("serve", "mine", "bench", "devnet", "worker")
+SCHEDULER_SCHEMES = ("tcp", "tls")
 
 
 def available_cores() -> int:
@@ -40,6 +41,10 @@ class ServiceConfig:
     max_jobs: int = 16
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
     max_finished_jobs: int = 1000
+    cluster: str | None = None  # Dask scheduler address; None: mine with this machine's threads
+    cluster_timeout_s: float = 5.0  # bound on connecting to the scheduler
+    nthreads: int = attrs.field(factory=lambda: available_cores())  # `worker`: mining threads
+    worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
 
 
 def _port(text: str) -> int:
@@ -77,6 +82,35 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address, `tcp://HOST:PORT` or `tls://HOST:PORT`; a bare HOST:PORT means tcp.
+
+    >>> scheduler_address("10.0.0.5:8786"), scheduler_address("tls://sched.lan:8786")
+    ('tcp://10.0.0.5:8786', 'tls://sched.lan:8786')
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    host, colon, port = rest.rpartition(":")
+    if scheme not in SCHEDULER_SCHEMES or not colon or not host.strip("[]") or not port.isdigit() \
+            or not 0 < int(port) <= 65535:
+        raise ValueError("must be a scheduler address like tcp://HOST:8786 (or tls://)")
+    return f"{scheme}://{rest}"
+
+
+def _name(text: str) -> str:
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "-_." for c in text):
+        raise ValueError("must be 1-64 letters, digits, '-', '_' or '.'")
+    return text
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -86,8 +120,9 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-ALL = frozenset(COMMANDS)
+ALL = frozenset(COMMANDS) - {"worker"}  # every command that mines in this process
 MINERS = frozenset({"serve", "devnet"})  # commands that start the miner service
+CLUSTER = frozenset({"serve", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
 
 
 @attrs.frozen
@@ -106,7 +141,8 @@ SETTINGS = (
     Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
     Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
             ALL, ("--num-cores",)),
-    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine (default cpu-fast)", ALL),
+    Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES), "mining engine (default cpu-fast)",
+            ALL | {"worker"}),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
@@ -119,6 +155,15 @@ SETTINGS = (
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
             "nice value of mining threads, 0-19 (higher: faster API under load, a little less hash rate)"),
+    Setting("cluster", "--cluster", "MINER_CLUSTER", scheduler_address,
+            "mine on the Dask cluster of this scheduler, tcp://HOST:8786 or tls:// (default: this machine's threads)",
+            CLUSTER),
+    Setting("cluster_timeout_s", "--cluster-timeout-s", "MINER_CLUSTER_TIMEOUT_S", _positive_float,
+            "seconds to wait for the Dask scheduler when connecting (default 5)", CLUSTER),
+    Setting("nthreads", "--nthreads", "MINER_WORKER_NTHREADS", _positive_int,
+            "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
+    Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
+            "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
 
 # Defaults that differ by command: the devnet's miner takes any free ports and logs quietly.

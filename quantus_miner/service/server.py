@@ -15,6 +15,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
+from ..cluster.executor import ClusterExecutor, ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..engines import get_engine
 from ..engines.base import measure_rate
@@ -107,8 +108,20 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
             sock.close()
         raise
     metrics = MinerMetrics(registry)
+    executor = None
+    if config.cluster is not None:
+        try:  # bounded by --cluster-timeout-s; raised plainly so the commands exit 2 with its message
+            executor = await ClusterExecutor.open(config, engine.name, measured_rate=rate, clock=time.monotonic)
+        except ClusterUnavailable:
+            for sock in [*api_sockets.insecure_sockets, *(metrics_sockets.insecure_sockets
+                                                          if metrics_sockets else [])]:
+                sock.close()
+            raise
+        metrics.observe_cluster(executor.stats)
     async with trio.open_nursery() as nursery:
-        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
+        if executor is not None:
+            await nursery.start(executor.run)
+        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic, executor=executor)
         await nursery.start(runtime.run)
         app = create_app(runtime, runtime.metrics)
         await nursery.start(partial(worker_serve, wrap_app(app, None, "asgi"), api_config, sockets=api_sockets))
@@ -118,7 +131,9 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                                         metrics_config, sockets=metrics_sockets))
             metrics_url = url_of(metrics_sockets) + "/metrics"
         api_url = url_of(api_sockets)
-        log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; API %s%s", engine.name,
-                 engine.kernel, config.cores, rate, api_url, f", metrics {metrics_url}" if metrics_url else "")
+        where = (f"the Dask cluster at {config.cluster} ({executor.capacity()} thread(s) now)" if executor
+                 else f"{config.cores} core(s)")
+        log.info("ready: engine %s (%s) on %s, %.0f nonces/s per core; API %s%s", engine.name,
+                 engine.kernel, where, rate, api_url, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningMiner(api_url, metrics_url, runtime, registry))

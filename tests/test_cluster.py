@@ -1,0 +1,267 @@
+"""Cluster mode end to end: a real `dask scheduler` and two `quantus-miner worker` processes on 127.0.0.1.
+
+One cluster (scheduler + workers w1, w2, one thread each) is shared by the module; tests that kill a
+worker or the scheduler bring it back before they end, and the scheduler test runs last. The miner is
+the real service (`serve_miner` with `cluster=`) on port 0, talked to over HTTP. Expected nonces come
+from the reference (via the cpu-fast engine, which is checked bit-for-bit against it elsewhere, and
+re-checked with `qpow.is_valid` here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+import trio
+
+from quantus_miner.cluster import tasks
+from quantus_miner.core import qpow
+from quantus_miner.engines import get_engine
+
+from .support import MAX, ZERO_HEADER, free_port, run
+
+PY = sys.executable
+STARTUP_S = 60
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Cluster:
+    """The processes of a real Dask cluster, and a client of it for what only a worker can tell."""
+
+    def __init__(self, logs):
+        self.logs = logs
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.client = None
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_scheduler(self) -> None:
+        self.scheduler = self._spawn("scheduler", [PY, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                                   "--port", str(self.port), "--no-dashboard"])
+        wait_port(self.port, STARTUP_S)
+
+    def stop_scheduler(self) -> None:
+        self.scheduler.kill()
+        self.scheduler.wait(10)
+
+    def start_worker(self, name: str) -> None:
+        self.workers[name] = self._spawn(name, [PY, "-m", "quantus_miner", "worker", self.address, "--nthreads", "1",
+                                                "--name", name, "--cluster-timeout-s", "20", "--log-level", "warning"])
+
+    def kill_worker(self, name: str) -> None:
+        self.workers[name].send_signal(signal.SIGKILL)
+        self.workers[name].wait(10)
+
+    def connect(self):
+        from distributed import Client
+
+        self.client = Client(self.address, timeout=20, set_as_default=False)
+
+    def wait_workers(self, n: int) -> None:
+        self.client.wait_for_workers(n, timeout=STARTUP_S)
+        while len(self.client.scheduler_info(n_workers=-1)["workers"]) != n:  # a killed one may linger a moment
+            time.sleep(0.05)
+
+    def kernel_stops(self, job_id: str) -> dict[str, list[float]]:
+        return self.client.run(tasks.kernel_stops, job_id)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close(timeout=5)
+        for proc in [*self.workers.values(), self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start_scheduler()
+        c.start_worker("w1")
+        c.start_worker("w2")
+        c.connect()
+        c.wait_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def first_valid():
+    """The first valid nonce from 1 for the zero header at a threshold about 1.5 M tries deep (reference-checked)."""
+    threshold = MAX // 1_500_000
+    engine = get_engine("cpu-fast")
+    ctx = qpow.JobContext.from_header(bytes(32))
+    outcome = engine.search(engine.prepare(ctx, threshold), 1, 50_000_000, np.zeros(1, dtype=np.uint8))
+    assert outcome.found is not None and qpow.is_valid(ctx, outcome.found.nonce, threshold)
+    return threshold, outcome.found.nonce
+
+
+def body(job_id, threshold, start, end, header=ZERO_HEADER):
+    return {"job_id": job_id, "mining_hash": header, "distance_threshold": str(threshold),
+            "nonce_start": format(start, "0128x"), "nonce_end": format(end, "0128x")}
+
+
+async def wait_status(miner, job_id, *statuses):
+    while (b := await miner.result(job_id))["status"] not in statuses:
+        await trio.sleep(0.02)
+    return b
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_found_nonce_is_the_references_and_result_matches_local_mode(cluster, start_miner, first_valid):
+    threshold, nonce = first_valid
+    with trio.fail_after(90):
+        clustered = await start_miner(cluster=cluster.address, progress_chunk_ms=200)
+        local = await start_miner(progress_chunk_ms=200)
+        results = {}
+        for name, miner in (("cluster", clustered), ("local", local)):
+            job = unique(name)
+            assert (await miner.client.post("/mine", json=body(job, threshold, 1, nonce))).status_code == 200
+            results[name] = await wait_status(miner, job, "completed", "failed")
+        c, loc = results["cluster"], results["local"]
+        assert c["status"] == "completed" and int(c["nonce"], 16) == nonce == int(loc["nonce"], 16)
+        assert c["work"] == loc["work"]
+        assert 0 < c["hash_count"] <= nonce  # the one valid nonce of 1..nonce is its last
+        assert {k: type(v) for k, v in c.items() if k != "job_id"} == \
+            {k: type(v) for k, v in loc.items() if k != "job_id"}
+        health = (await clustered.client.get("/health")).json()
+        assert health["cluster"] == {"scheduler": cluster.address, "connected": True, "workers": 2, "threads": 2}
+        assert "cluster" not in (await local.client.get("/health")).json()
+
+
+async def test_exhausted_range_counts_every_nonce_once_on_both_workers(cluster, start_miner):
+    size = 12_000_000
+    with trio.fail_after(90):
+        miner = await start_miner(cluster=cluster.address, progress_chunk_ms=200)
+        job = unique("exhaust")
+        await miner.client.post("/mine", json=body(job, 0, 1, size))
+        result = await wait_status(miner, job, "completed", "failed")
+        assert result["status"] == "failed" and result["hash_count"] == size
+        metrics = await miner.scrape()
+        per_worker = {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
+                      if line.startswith("miner_cluster_worker_hashes_total{")}
+        assert set(per_worker) == {"w1", "w2"} and sum(per_worker.values()) == size
+        assert all(v > 0 for v in per_worker.values())  # both machines mined
+        assert "miner_cluster_workers 2.0" in metrics
+
+
+async def test_worker_killed_mid_job_loses_and_double_counts_nothing(cluster, start_miner):
+    size = 30_000_000
+    with trio.fail_after(120):
+        miner = await start_miner(cluster=cluster.address, progress_chunk_ms=300)
+        job = unique("kill")
+        await miner.client.post("/mine", json=body(job, 0, 1, size))
+        while (await miner.result(job))["hash_count"] < 2_000_000:  # both workers hold chunks by now
+            await trio.sleep(0.02)
+        await trio.to_thread.run_sync(cluster.kill_worker, "w2")
+        result = await wait_status(miner, job, "completed", "failed")
+        assert result["status"] == "failed" and result["hash_count"] == size  # exact: nothing lost, nothing twice
+        metrics = await miner.scrape()
+        retried = next(float(line.split()[-1]) for line in metrics.splitlines()
+                       if line.startswith("miner_cluster_chunks_retried_total "))
+        assert retried >= 1  # w2's chunks were re-run on w1
+        assert (await miner.client.get("/health")).json()["cluster"]["workers"] == 1
+        cluster.start_worker("w2")
+        await trio.to_thread.run_sync(cluster.wait_workers, 2)
+
+
+async def test_cancel_stops_the_kernel_on_every_worker_within_100_ms(cluster, start_miner):
+    with trio.fail_after(90):
+        miner = await start_miner(cluster=cluster.address, progress_chunk_ms=2000)
+        job = unique("cancel")
+        await miner.client.post("/mine", json=body(job, 0, 1, MAX))
+        while sum(w.reports > 0 for w in miner.runtime.result(job).workers) < 2:  # both workers mining
+            await trio.sleep(0.02)
+        await trio.sleep(0.3)  # mid-chunk: chunks here last ~2 s
+        t0 = time.time()
+        assert (await miner.client.post(f"/cancel/{job}")).json()["status"] == "cancelled"
+        await miner.runtime.wait_settled(job)
+        stops = await trio.to_thread.run_sync(cluster.kernel_stops, job)
+        assert len(stops) == 2 and all(stops.values()), stops  # every worker reported its kernel's return
+        latencies = {addr: max(ts) - t0 for addr, ts in stops.items()}
+        assert all(0 <= lat < 0.1 for lat in latencies.values()), latencies
+
+
+async def test_devnet_on_the_cluster_mines_verified_blocks(cluster):
+    with trio.fail_after(120):
+        done = await run("devnet", "--cluster", cluster.address, "--blocks", "3", "--block-time", "0.5", "--json",
+                         "--seed", "5", "--progress-chunk-ms", "200", timeout=110)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    blocks = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [b["height"] for b in blocks] == [1, 2, 3]
+    for b in blocks:
+        assert b["source"] == "miner"
+        ctx = qpow.JobContext.from_header(bytes.fromhex(b["header"]))
+        assert qpow.is_valid(ctx, int(b["work"], 16), int(b["threshold"]))
+
+
+async def test_unreachable_scheduler_exits_2_with_a_clear_message():
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    with trio.fail_after(60):
+        for argv in (["serve", "--port", "0", "--cluster", address, "--cluster-timeout-s", "1"],
+                     ["worker", address, "--cluster-timeout-s", "1", "--nthreads", "1"]):
+            done = await run(*argv, timeout=50)
+            assert done.returncode == 2, argv
+            assert f"cannot reach the Dask scheduler at {address} within 1 s" in done.stderr.decode(), argv
+    bad = await run("serve", "--cluster", "http://x:1", timeout=30)
+    assert bad.returncode == 2 and "--cluster='http://x:1' must be a scheduler address" in bad.stderr.decode()
+
+
+async def test_scheduler_lost_fails_jobs_and_the_miner_recovers_when_it_returns(cluster, start_miner):
+    # runs last in the module: it restarts the shared scheduler
+    with trio.fail_after(120):
+        miner = await start_miner(cluster=cluster.address, progress_chunk_ms=300, cluster_timeout_s=2.0)
+        job = unique("lost")
+        await miner.client.post("/mine", json=body(job, 0, 1, MAX))
+        while (await miner.result(job))["hash_count"] == 0:
+            await trio.sleep(0.02)
+        await trio.to_thread.run_sync(cluster.stop_scheduler)
+        assert (await wait_status(miner, job, "failed", "completed", "cancelled"))["status"] == "failed"
+        assert miner.runtime.result(job).reason == f"lost the Dask scheduler at {cluster.address}"
+        while (await miner.client.get("/health")).json()["cluster"]["connected"]:
+            await trio.sleep(0.05)
+        health = (await miner.client.get("/health")).json()
+        assert health["status"] == "ok" and health["cluster"]["workers"] == 0
+        away = unique("away")  # accepted and failed at once while the scheduler is away
+        assert (await miner.client.post("/mine", json=body(away, 0, 1, 1000))).status_code == 200
+        assert (await wait_status(miner, away, "failed"))["hash_count"] == 0
+        assert "miner_cluster_connected 0.0" in await miner.scrape()
+
+        await trio.to_thread.run_sync(cluster.start_scheduler)
+        while (h := (await miner.client.get("/health")).json()["cluster"])["workers"] < 2 or not h["connected"]:
+            await trio.sleep(0.05)  # the miner reconnected and both workers re-registered by themselves
+        again = unique("again")
+        await miner.client.post("/mine", json=body(again, 0, 1, 3_000_000))
+        result = await wait_status(miner, again, "completed", "failed")
+        assert result["status"] == "failed" and result["hash_count"] == 3_000_000
+    await trio.to_thread.run_sync(cluster.client.close)
+    cluster.client = None
