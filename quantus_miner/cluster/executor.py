@@ -46,6 +46,7 @@ log = logging.getLogger("quantus_miner.cluster")
 
 POLL_S = 0.5  # how often the monitor reads the scheduler's worker list
 LOSS_GRACE_S = 3 * POLL_S
+MIN_TAIL_CHUNK = 50_000  # smallest chunk cut near a range's end (a few ms of cpu-fast)
 CLIENT_CALLS = 8  # blocking client calls running at once (each takes well under a millisecond)
 MAX_WORKER_SERIES = 256  # per-worker metric series at most, whatever the cluster's size
 # Chunks in flight per worker thread: while one runs, the next already waits in the worker's queue,
@@ -236,12 +237,19 @@ class ClusterExecutor:
             return max(1, min(int(w.rate * ms / 1000), MAX_CHUNK))
         return seed_chunk(ms, self.measured_rate)
 
+    def _tail_capped(self, feed: Feed, size: int) -> int:
+        """Near the end of a finite range, cut chunks smaller (guided self-scheduling): every thread then
+        finishes within about one small chunk of the others, instead of idling while one long last chunk runs.
+        """
+        share = (feed.end - feed.cursor + 1) // (2 * PIPELINE * max(1, self.capacity()))
+        return max(1, min(size, max(MIN_TAIL_CHUNK, share)))
+
     async def _slot(self, key: str, job: Job, ctx: qpow.JobContext, feed: Feed, w: ClusterWorker, index: int,
                     flag: np.ndarray, send) -> None:
         request = job.request
         size = self._first_size(w)
         while not feed.exhausted and not flag[0] and self._workers.get(w.address) is w:
-            lo, hi = next_chunk(feed.cursor, feed.end, size)
+            lo, hi = next_chunk(feed.cursor, feed.end, self._tail_capped(feed, size))
             feed.cursor = hi + 1
             try:
                 result = await self._compute(key, request, lo, hi, w.address)
