@@ -192,3 +192,28 @@ async def test_scheduler_lost_fails_jobs_and_the_miner_recovers_when_it_returns(
         assert result["status"] == "failed" and result["hash_count"] == 3_000_000
     await trio.to_thread.run_sync(cluster.client.close)
     cluster.client = None
+
+
+def test_worker_side_caches_are_bounded():
+    from quantus_miner.cluster import tasks
+
+    for i in range(tasks.MAX_JOBS + 5):
+        tasks.run_chunk(f"bound-{i}", "bound", "cpu-baseline", bytes(32), 0, 1, 2)
+    assert len(tasks._jobs) == tasks.MAX_JOBS and "bound-0" not in tasks._jobs
+    for i in range(tasks.MAX_CANCELLED + 5):
+        tasks.cancel(f"gone-{i}")
+    assert len(tasks._cancelled) == tasks.MAX_CANCELLED
+    assert tasks.run_chunk("gone-10", "gone", "cpu-baseline", bytes(32), 0, 1, 2)["tested"] == 0  # late chunk
+
+
+async def test_per_worker_series_are_capped_whatever_the_cluster_size():
+    from quantus_miner.cluster.executor import MAX_WORKER_SERIES, ClusterExecutor
+    from quantus_miner.core.config import ServiceConfig
+
+    executor = ClusterExecutor(ServiceConfig(cluster="tcp://127.0.0.1:1"), None, "cpu-fast")
+    executor._set_workers({f"tcp://10.0.0.{i}:1": {"name": f"w{i}", "nthreads": 2} for i in range(300)})
+    stats = executor.stats()
+    assert len(stats.workers) == MAX_WORKER_SERIES and (stats.worker_count, stats.threads) == (300, 600)
+    assert executor.health()["workers"] == 300
+    executor._set_workers({})  # every worker left: its series go with it
+    assert executor.stats().workers == () and executor.health()["workers"] == 0

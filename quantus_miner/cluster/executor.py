@@ -83,13 +83,11 @@ class WorkerStats:
 class ClusterStats:
     scheduler: str
     connected: bool
-    workers: tuple[WorkerStats, ...]
+    workers: tuple[WorkerStats, ...]  # at most MAX_WORKER_SERIES of them
     chunks: int
     retried: int
-
-    @property
-    def threads(self) -> int:
-        return sum(w.nthreads for w in self.workers)
+    worker_count: int  # all of them
+    threads: int
 
 
 @attrs.define
@@ -171,9 +169,8 @@ class ClusterExecutor:
             self._cancel_send.send_nowait(key)
 
     def health(self) -> dict:
-        stats = self.stats()
-        return {"scheduler": stats.scheduler, "connected": stats.connected, "workers": len(stats.workers),
-                "threads": stats.threads}
+        return {"scheduler": self.address, "connected": self._connected, "workers": len(self._workers),
+                "threads": self.capacity()}
 
     def capacity(self) -> int:
         return sum(w.nthreads for w in self._workers.values())
@@ -181,7 +178,8 @@ class ClusterExecutor:
     def stats(self) -> ClusterStats:
         workers = tuple(WorkerStats(w.name, w.nthreads, (w.rate or 0.0) * w.nthreads, w.hashes)
                         for w in list(self._workers.values())[:MAX_WORKER_SERIES])
-        return ClusterStats(self.address, self._connected, workers, self.chunks, self.retried)
+        return ClusterStats(self.address, self._connected, workers, self.chunks, self.retried, len(self._workers),
+                            self.capacity())
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Watch the scheduler and send cancels until cancelled; then close the client."""

@@ -86,7 +86,7 @@ class ClusterCollector:
         connected = GaugeMetricFamily("miner_cluster_connected", "1 while the Dask scheduler answers")
         connected.add_metric([], 1.0 if stats.connected else 0.0)
         workers = GaugeMetricFamily("miner_cluster_workers", "Dask workers in the cluster")
-        workers.add_metric([], len(stats.workers))
+        workers.add_metric([], stats.worker_count)
         threads = GaugeMetricFamily("miner_cluster_threads", "Mining threads of all Dask workers")
         threads.add_metric([], stats.threads)
         chunks = CounterMetricFamily("miner_cluster_chunks", "Chunk tasks completed on the cluster")
