@@ -161,6 +161,8 @@ async def test_unreachable_scheduler_exits_2_with_a_clear_message():
             assert f"cannot reach the Dask scheduler at {address} within 1 s" in done.stderr.decode(), argv
     bad = await run("serve", "--cluster", "http://x:1", timeout=30)
     assert bad.returncode == 2 and "--cluster='http://x:1' must be a scheduler address" in bad.stderr.decode()
+    bad = await run("worker", address, env={"MINER_WORKER_NTHREADS": "0"}, timeout=30)  # the same settings table
+    assert bad.returncode == 2 and "MINER_WORKER_NTHREADS='0' must be a positive integer" in bad.stderr.decode()
 
 
 async def test_scheduler_lost_fails_jobs_and_the_miner_recovers_when_it_returns(cluster, start_miner):

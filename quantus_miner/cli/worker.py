@@ -14,7 +14,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("scheduler", nargs="?", default=None,
                    help="Dask scheduler address, tcp://HOST:8786 or tls://HOST:8786 (or env MINER_CLUSTER)")
     add_settings(p, "worker")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "worker")
     if config.cluster is None:
         parser.error("a scheduler address is required (positional SCHEDULER or env MINER_CLUSTER)")
-    setup_logging(args.log_level)
+    setup_logging(config.log_level)
     from ..cluster.worker import SchedulerUnreachable, main  # imports Dask only for this command
 
     try:

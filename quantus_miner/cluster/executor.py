@@ -45,7 +45,6 @@ from . import tasks
 log = logging.getLogger("quantus_miner.cluster")
 
 POLL_S = 0.5  # how often the monitor reads the scheduler's worker list
-LOSS_GRACE_S = 3 * POLL_S
 MIN_TAIL_CHUNK = 50_000  # smallest chunk cut near a range's end (a few ms of cpu-fast)
 CLIENT_CALLS = 8  # blocking client calls running at once (each takes well under a millisecond)
 MAX_WORKER_SERIES = 256  # per-worker metric series at most, whatever the cluster's size
@@ -206,12 +205,13 @@ class ClusterExecutor:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._fail_on_loss, lost, job, send, outer.cancel_scope)
                 async with trio.open_nursery() as slots:
-                    started: set[tuple[str, int]] = set()
+                    # address -> the worker whose slots run (a worker restarted on the same address is a new one)
+                    fed: dict[str, ClusterWorker] = {}
                     while not feed.exhausted and not flag[0]:
-                        for w in list(self._workers.values()):
-                            for thread in range(w.nthreads * PIPELINE):
-                                if (w.address, thread) not in started:
-                                    started.add((w.address, thread))
+                        for address, w in list(self._workers.items()):
+                            if fed.get(address) is not w:
+                                fed[address] = w
+                                for _ in range(w.nthreads * PIPELINE):
                                     slots.start_soon(self._slot, key, job, ctx, feed, w, job.add_worker(), flag,
                                                      send)
                         with trio.move_on_after(POLL_S):
@@ -256,8 +256,11 @@ class ClusterExecutor:
                 if isinstance(exc, ChunkError):
                     # a chunk often fails a moment before the monitor sees the scheduler go: give the
                     # loss watcher (which names the real cause and cancels this slot) the chance to act
-                    with trio.move_on_after(LOSS_GRACE_S):
-                        await self._lost.wait()
+                    lost = self._lost
+                    with trio.move_on_after(self._info_timeout() + POLL_S + 1.0):
+                        await lost.wait()
+                    if lost.is_set():
+                        return  # the loss watcher reports the job's end
                 send.send_nowait(Progress(job.job_id, index, 0, self.clock(), error=str(exc)))
                 return
             self.busy_s += result["busy_s"]
@@ -330,7 +333,7 @@ class ClusterExecutor:
         client = self._client
         info = None
         if client.status == "running":
-            with trio.move_on_after(max(2.0, self.config.cluster_timeout_s)):
+            with trio.move_on_after(self._info_timeout()):
                 try:
                     info = await trio.to_thread.run_sync(partial(client.scheduler_info, n_workers=-1),
                                                          abandon_on_cancel=True)
@@ -350,6 +353,10 @@ class ClusterExecutor:
             self._connected = True
             self._lost = trio.Event()
         self._set_workers(info.get("workers", {}))
+
+    def _info_timeout(self) -> float:
+        """How long the monitor waits for the scheduler's worker list before it calls the scheduler lost."""
+        return max(2.0, self.config.cluster_timeout_s)
 
     async def _reconnect(self, old) -> None:
         try:

@@ -150,7 +150,7 @@ SETTINGS = (
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _non_negative_float,
             "seconds a finished job stays queryable after it ended"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
-            "log level (serve default: info; devnet default: warning)", MINERS),
+            "log level (serve default: info; devnet default: warning)", MINERS | {"worker"}),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
