@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -52,6 +53,12 @@ def mine(url: str, job_id: str, n: int) -> float:
     return r["hash_count"] / r["elapsed_time"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--nonces", type=int, default=150_000_000)
@@ -82,11 +89,15 @@ def main() -> None:
         print(f"median local {args.cores} core(s): {med['local'] / 1e6:.3f} M/s; cluster {args.workers} x 1 thread: "
               f"{med['cluster'] / 1e6:.3f} M/s; cluster/local = {med['cluster'] / med['local']:.1%}")
         for ms in (20, 2000):
+            sched0 = cpu_seconds(cluster.scheduler.pid)
             out = subprocess.run([*MINER, "bench", "--cluster", cluster.address, "--json", "--nonces", "40000000",
                                   "--progress-chunk-ms", str(ms)], capture_output=True, text=True, check=True)
             rep = json.loads(out.stdout)
+            sched_ms = (cpu_seconds(cluster.scheduler.pid) - sched0) / rep["chunks"] * 1000
             print(f"bench --cluster --progress-chunk-ms {ms}: {rep['hash_rate'] / 1e6:.3f} M/s, {rep['chunks']} "
-                  f"chunks, coordinator {rep['coordinator_ms_per_chunk']:.2f} ms of worker-thread time per chunk")
+                  f"chunks; per chunk: {rep['coordinator_ms_per_chunk']:.2f} ms of worker-thread time not mining, "
+                  f"miner CPU {rep['miner_cpu_ms_per_chunk']:.2f} ms, scheduler CPU {sched_ms:.2f} ms "
+                  f"(includes its idle heartbeats)")
     finally:
         for proc in procs:
             proc.terminate()

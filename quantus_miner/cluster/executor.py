@@ -44,7 +44,7 @@ from . import tasks
 
 log = logging.getLogger("quantus_miner.cluster")
 
-POLL_S = 0.5  # how often the monitor reads the scheduler's worker list
+POLL_S = 1.0  # how often the monitor reads the scheduler's worker list (each read costs the scheduler CPU)
 MIN_TAIL_CHUNK = 50_000  # smallest chunk cut near a range's end (a few ms of cpu-fast)
 CLIENT_CALLS = 8  # blocking client calls running at once (each takes well under a millisecond)
 MAX_WORKER_SERIES = 256  # per-worker metric series at most, whatever the cluster's size
