@@ -123,6 +123,21 @@ def miner_dashboard() -> dict:
             instant=True)], w=12,
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True,
                                                                               "__name__": True}}}]),
+        # cluster mode (serve --cluster): these series exist only on a miner fed by a Dask cluster
+        stat(L, "Cluster: workers now", [target(f"sum by (instance) (miner_cluster_workers{{{SEL}}})",
+                                                "{{instance}}")]),
+        stat(L, "Cluster: scheduler connected now (1 = yes)",
+             [target(f"min by (instance) (miner_cluster_connected{{{SEL}}})", "{{instance}}")], sparkline=False),
+        stat(L, "Cluster: mining threads now", [target(f"sum by (instance) (miner_cluster_threads{{{SEL}}})",
+                                                       "{{instance}}")]),
+        stat(L, "Cluster: chunks retried after worker loss, 1h increase",
+             [target(f"sum(increase(miner_cluster_chunks_retried_total{{{SEL}}}[1h]))")], sparkline=False),
+        timeseries(L, "Cluster: worker hash rate, max over 1m", [target(
+            f"max_over_time(miner_cluster_worker_hash_rate{{{SEL}}}[1m])", "{{instance}}, {{worker}}")],
+            unit="none"),
+        timeseries(L, "Cluster: nonces per worker, 1m increase", [target(
+            f"sum by (worker) (increase(miner_cluster_worker_hashes_total{{{SEL}}}[1m]))", "{{worker}}")],
+            unit="none"),
     ]
     return dashboard("quantus-miner", "Quantus miner", "Operator overview: hash rates, jobs and requests.",
                      [JOB, INSTANCE, ENGINE, JOB_ID, THREAD], panels)

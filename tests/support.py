@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import signal
+import time
 from typing import Any
 
 import attrs
@@ -161,3 +163,73 @@ class Recorder:
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._change.wait()
+
+
+PY = sys.executable
+STARTUP_S = 60
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Cluster:
+    """The processes of a real Dask cluster, and a client of it for what only a worker can tell."""
+
+    def __init__(self, logs):
+        self.logs = logs
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.client = None
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_scheduler(self) -> None:
+        self.scheduler = self._spawn("scheduler", [PY, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                                   "--port", str(self.port), "--no-dashboard"])
+        wait_port(self.port, STARTUP_S)
+
+    def stop_scheduler(self) -> None:
+        self.scheduler.kill()
+        self.scheduler.wait(10)
+
+    def start_worker(self, name: str) -> None:
+        self.workers[name] = self._spawn(name, [PY, "-m", "quantus_miner", "worker", self.address, "--nthreads", "1",
+                                                "--name", name, "--cluster-timeout-s", "20", "--log-level", "warning"])
+
+    def kill_worker(self, name: str) -> None:
+        self.workers[name].send_signal(signal.SIGKILL)
+        self.workers[name].wait(10)
+
+    def connect(self):
+        from distributed import Client
+
+        self.client = Client(self.address, timeout=20, set_as_default=False)
+
+    def wait_workers(self, n: int) -> None:
+        self.client.wait_for_workers(n, timeout=STARTUP_S)
+        while len(self.client.scheduler_info(n_workers=-1)["workers"]) != n:  # a killed one may linger a moment
+            time.sleep(0.05)
+
+    def kernel_stops(self, job_id: str) -> dict[str, list[float]]:
+        from quantus_miner.cluster import tasks
+
+        return self.client.run(tasks.kernel_stops, job_id)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close(timeout=5)
+        for proc in [*self.workers.values(), self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -18,7 +18,7 @@ import pytest
 import trio
 import yaml
 
-from .support import EASY, free_port
+from .support import EASY, Cluster, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -28,6 +28,9 @@ EXPORTED = {  # docs/metrics.md, as exposed (counters with _total)
     "miner_hashes_total", "miner_hash_rate", "miner_jobs_total", "miner_jobs_by_engine_total", "miner_active_jobs",
     "miner_mine_requests_total", "miner_http_requests_total", "miner_job_hashes_total", "miner_job_hash_rate",
     "miner_job_status", "miner_thread_hashes_total", "miner_thread_hash_rate",
+    # cluster mode only
+    "miner_cluster_connected", "miner_cluster_workers", "miner_cluster_threads", "miner_cluster_chunks_total",
+    "miner_cluster_chunks_retried_total", "miner_cluster_worker_hash_rate", "miner_cluster_worker_hashes_total",
 }
 VARIABLE = re.compile(r"\$\{?([A-Za-z_]+)\}?")
 
@@ -107,70 +110,87 @@ def test_promtool(args):
 
 async def test_every_dashboard_and_rule_query_works_on_live_data(start_miner, tmp_path):
     assert shutil.which("prometheus"), "prometheus missing: scripts/bootstrap installs Debian's prometheus"
-    with trio.fail_after(120):
-        miner = await start_miner(progress_chunk_ms=200)
-        target = miner.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
-        rules_copy = tmp_path / "rules.yml"
-        rules_copy.write_text((PROM / "rules.yml").read_text())
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_copy)],
-            "scrape_configs": [{"job_name": "quantus-miner-test", "scrape_interval": "1s", "scrape_timeout": "900ms",
-                                "static_configs": [{"targets": [target]}]}]}))
-        port = free_port()
-        prom = await trio.lowlevel.open_process(
-            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            api = f"http://127.0.0.1:{port}/api/v1"
-            await miner.mine("running", 0)
-            await miner.mine("done", EASY["cpu-fast"])
-            await miner.mine("stopped", 0)
-            await miner.wait_status("done", "completed")
-            async with httpx.AsyncClient(timeout=10) as client:
+    cluster = Cluster(tmp_path)  # a real Dask scheduler and one worker, for the cluster panels
+    try:
+        with trio.fail_after(150):
+            await live_queries(start_miner, tmp_path, cluster)
+    finally:
+        await trio.to_thread.run_sync(cluster.close)
 
-                async def query(expr):
-                    r = await client.get(f"{api}/query", params={"query": expr})
-                    return r.status_code, r.json()
 
-                async def samples(expr):
-                    status, body = await query(expr)
-                    return body["data"]["result"] if status == 200 else []
+async def live_queries(start_miner, tmp_path, cluster):
+    await trio.to_thread.run_sync(cluster.start_scheduler)
+    cluster.start_worker("dash-w1")
+    await trio.to_thread.run_sync(cluster.connect)
+    await trio.to_thread.run_sync(cluster.wait_workers, 1)
+    miner = await start_miner(progress_chunk_ms=200)
+    clustered = await start_miner(progress_chunk_ms=200, cluster=cluster.address)
+    target = miner.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    cluster_target = clustered.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    rules_copy = tmp_path / "rules.yml"
+    rules_copy.write_text((PROM / "rules.yml").read_text())
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules_copy)],
+        "scrape_configs": [{"job_name": "quantus-miner-test", "scrape_interval": "1s", "scrape_timeout": "900ms",
+                            "static_configs": [{"targets": [target, cluster_target]}]}]}))
+    port = free_port()
+    prom = await trio.lowlevel.open_process(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        api = f"http://127.0.0.1:{port}/api/v1"
+        await miner.mine("running", 0)
+        await clustered.mine("clustered", 0)
+        await miner.mine("done", EASY["cpu-fast"])
+        await miner.mine("stopped", 0)
+        await miner.wait_status("done", "completed")
+        async with httpx.AsyncClient(timeout=10) as client:
 
-                while True:  # Prometheus is up and has scraped for a while
-                    try:
-                        counts = await samples("count_over_time(miner_hash_rate[30s])")
-                        if counts and float(counts[0]["value"][1]) >= 8:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.5)
-                await miner.client.post("/cancel/stopped")
-                while not await samples('miner_job_status{job_id="stopped", status="cancelled"} == 1'):
-                    await trio.sleep(0.5)
-                while not await samples("job:miner_hash_rate:sum"):
-                    await trio.sleep(0.5)
-                failures, empty = [], []
-                for name, panel, t in panel_targets():
-                    expr = concrete(t["expr"])
-                    status, body = await query(expr)
-                    if status != 200 or body.get("status") != "success":
-                        failures.append((name, panel["title"], expr, body.get("error")))
-                    elif not body["data"]["result"] and re.search(r"hash rate|job|request", panel["title"], re.I):
-                        empty.append((name, panel["title"], expr))
-                for rule in rules():
-                    status, body = await query(concrete(rule["expr"]))
-                    if status != 200:
-                        failures.append(("rules.yml", rule.get("record") or rule.get("alert"), rule["expr"],
-                                         body.get("error")))
-                    elif "record" in rule and not body["data"]["result"]:
-                        empty.append(("rules.yml", rule["record"], rule["expr"]))
-                    if "record" in rule:
-                        assert await samples(rule["record"]), rule["record"]  # Prometheus evaluated it too
-                assert failures == []
-                assert empty == []
-                scraped = {m for m in re.findall(r"^(miner_[a-z_]+?)(?:_created)?[{ ]", await miner.scrape(), re.M)}
-                assert EXPORTED <= scraped
-        finally:
-            prom.terminate()
-            await prom.wait()
+            async def query(expr):
+                r = await client.get(f"{api}/query", params={"query": expr})
+                return r.status_code, r.json()
+
+            async def samples(expr):
+                status, body = await query(expr)
+                return body["data"]["result"] if status == 200 else []
+
+            while True:  # Prometheus is up and has scraped for a while
+                try:
+                    counts = await samples("count_over_time(miner_hash_rate[30s])")
+                    if counts and float(counts[0]["value"][1]) >= 8:
+                        break
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.5)
+            await miner.client.post("/cancel/stopped")
+            while not await samples('miner_job_status{job_id="stopped", status="cancelled"} == 1'):
+                await trio.sleep(0.5)
+            while not await samples("job:miner_hash_rate:sum"):
+                await trio.sleep(0.5)
+            failures, empty = [], []
+            for name, panel, t in panel_targets():
+                expr = concrete(t["expr"])
+                status, body = await query(expr)
+                if status != 200 or body.get("status") != "success":
+                    failures.append((name, panel["title"], expr, body.get("error")))
+                elif not body["data"]["result"] and re.search(r"hash rate|job|request", panel["title"], re.I):
+                    empty.append((name, panel["title"], expr))
+            for rule in rules():
+                status, body = await query(concrete(rule["expr"]))
+                if status != 200:
+                    failures.append(("rules.yml", rule.get("record") or rule.get("alert"), rule["expr"],
+                                     body.get("error")))
+                elif "record" in rule and not body["data"]["result"]:
+                    empty.append(("rules.yml", rule["record"], rule["expr"]))
+                if "record" in rule:
+                    assert await samples(rule["record"]), rule["record"]  # Prometheus evaluated it too
+            assert failures == []
+            assert empty == []
+            text = await miner.scrape() + await clustered.scrape()
+            scraped = {m for m in re.findall(r"^(miner_[a-z_]+?)(?:_created)?[{ ]", text, re.M)}
+            assert EXPORTED <= scraped
+            await clustered.client.post("/cancel/clustered")
+    finally:
+        prom.terminate()
+        await prom.wait()

@@ -1,7 +1,7 @@
 """The package's layering, read from the source with `ast`: no import cycles, a pure core.
 
-Dependencies point one way: cli -> service, devnet -> quic, engines -> core. The core imports no I/O or
-JIT library; imports inside functions exist only to defer Numba.
+Dependencies point one way: cli -> service -> cluster, quic -> engines -> core; devnet -> quic, core. The
+core imports no I/O or JIT library; imports inside functions exist only to defer Numba and Dask.
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantus_miner"
 IMPURE = {"trio", "quart", "quart_trio", "hypercorn", "numba", "llvmlite", "numpy", "prometheus_client", "httpx",
-          "werkzeug", "socket", "asyncio", "threading", "subprocess", "aioquic", "cryptography", "ssl"}
-LAYERS = ["core", "engines", "quic", "service", "devnet", "cli"]  # a layer may import only layers listed before it
+          "werkzeug", "socket", "asyncio", "threading", "subprocess", "aioquic", "cryptography", "ssl", "distributed",
+          "dask"}
+LAYERS = ["core", "engines", "cluster", "quic", "service", "devnet", "cli"]  # a layer imports only earlier ones
 # quic/ (issue 14) is the trio + aioquic transport of the 2026 node protocol: it needs only the pure
 # wire format (core.quic_messages), so it sits beside engines; service drives the runtime from it
-# (service.node_client), and the devnet's QUIC node simulator serves through it.
-ALLOWED = {"core": set(), "engines": {"core"}, "quic": {"core"}, "service": {"core", "engines", "quic"},
-           "devnet": {"core", "quic"}, "cli": {"core", "engines", "quic", "service", "devnet"}}
-DEFERRED = {"quantus_miner.engines.fast", "quantus_miner.engines.fast_v2"}  # the Numba engines
+# (service.node_client), and the devnet's QUIC node simulator serves through it. cluster/ (issue 13)
+# runs engines on Dask workers; service feeds it.
+ALLOWED = {"core": set(), "engines": {"core"}, "cluster": {"core", "engines"}, "quic": {"core"},
+           "service": {"core", "engines", "cluster", "quic"}, "devnet": {"core", "quic"},
+           "cli": {"core", "engines", "cluster", "quic", "service", "devnet"}}
+# Numba engines; Dask (never loaded in local mode)
+DEFERRED = {"quantus_miner.engines.fast", "quantus_miner.engines.fast_v2", "distributed", "quantus_miner.cluster.worker"}
 
 
 def module_name(path: Path) -> str:
@@ -111,12 +115,13 @@ def test_layers_depend_one_way():
                 assert theirs in ALLOWED[mine], f"{module} ({mine}) imports {target} ({theirs})"
 
 
-def test_imports_inside_functions_only_defer_numba():
+
+
+def test_imports_inside_functions_only_defer_numba_and_dask():
     for module, deps in GRAPH.items():
         for target, inside in deps:
             if inside:
-                assert target in DEFERRED, \
-                    f"{module} imports {target} inside a function"
+                assert target in DEFERRED, f"{module} imports {target} inside a function"
 
 
 def test_the_checker_finds_cycles_and_reads_imports():

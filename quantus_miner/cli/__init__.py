@@ -1,4 +1,4 @@
-"""The `quantus-miner` command line: serve (default), connect, mine, bench, devnet; one module per command."""
+"""The `quantus-miner` command line: serve (default), connect, mine, bench, devnet, worker; one module per command."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import signal
 import sys
 
 from .. import __version__
-from . import bench, connect, devnet, mine, serve
+from . import bench, connect, devnet, mine, serve, worker
 from .signals import exit_status
 
 STOPPED = (exit_status(signal.SIGINT), exit_status(signal.SIGTERM))
 
-COMMANDS = {"serve": serve, "connect": connect, "mine": mine, "bench": bench, "devnet": devnet}
+COMMANDS = {"serve": serve, "connect": connect, "mine": mine, "bench": bench, "devnet": devnet, "worker": worker}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

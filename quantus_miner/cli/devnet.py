@@ -23,9 +23,10 @@ from ..core.speed import duration
 from ..devnet import chain
 from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..cluster.executor import ClusterUnavailable
 from ..service.node_client import connect_miner
 from ..service.runtime import MinerRuntime
-from ..service.server import serve_miner
+from ..service.server import BindError, serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
 from .signals import SignalStop
 from .status import CLEAR
@@ -111,7 +112,8 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
                                                                           task_status=task_status))
             started.append(running.runtime)
             t0 = trio.current_time()  # the miner's warm-up is not mining time
-            print(f"devnet: miner {running.api_url} ({config.engine}, {config.cores} core(s)); "
+            where = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
+            print(f"devnet: miner {running.api_url} ({config.engine}, {where}); "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)
             await NodeSimulator(running.api_url, **sim_kwargs).run()
@@ -172,6 +174,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     setup_logging(config.log_level)
     if config.log_level != "error":  # the speed line shows at devnet's default level (warning) too
         logging.getLogger("quantus_miner.speed").setLevel(logging.INFO)
+    failures: list[OSError] = []
     with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
-        trio.run(run_devnet_2026 if v2 else run_devnet, args, config, stop)
+        try:
+            trio.run(run_devnet_2026 if v2 else run_devnet, args, config, stop)
+        except* (BindError, ClusterUnavailable) as group:
+            failures.extend(group.exceptions)
+        if failures:
+            print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
+            return 2
         return stop.exit_status or 0

@@ -13,6 +13,7 @@ import time
 
 import trio
 
+from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
 from ..service.runtime import MinerRuntime
@@ -57,13 +58,13 @@ def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> st
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "serve")
     setup_logging(config.log_level)
-    failures: list[BindError] = []
+    failures: list[OSError] = []
     started: list[MinerRuntime] = []
     t0 = time.monotonic()
     with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
         try:
             trio.run(serve_until_stopped, config, stop, started)
-        except* BindError as group:
+        except* (BindError, ClusterUnavailable) as group:
             failures.extend(group.exceptions)
         if failures:
             print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)

@@ -23,10 +23,11 @@ ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  #
 # checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
 POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
 POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
-COMMANDS = ("serve", "mine", "bench", "devnet", "connect")
+COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
 KERNEL_NAMES = ("auto", "ifma8", "lanes8")
 MIN_JOB_RETENTION_S = 5.0  # ten of the node's 500 ms polls: a found nonce is always seen before it goes
+SCHEDULER_SCHEMES = ("tcp", "tls")
 
 
 def available_cores() -> int:
@@ -59,6 +60,10 @@ class ServiceConfig:
     node_addr: tuple[str, int] | None = None
     auth_token_file: str | None = None
     tls_cert_sha256_file: str | None = None
+    cluster: str | None = None  # Dask scheduler address; None: mine with this machine's threads
+    cluster_timeout_s: float = 5.0  # bound on connecting to the scheduler
+    nthreads: int = attrs.field(factory=lambda: available_cores())  # `worker`: mining threads
+    worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
 
 
 def _port(text: str) -> int:
@@ -131,6 +136,28 @@ def _node_addr(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address, `tcp://HOST:PORT` or `tls://HOST:PORT`; a bare HOST:PORT means tcp.
+
+    >>> scheduler_address("10.0.0.5:8786"), scheduler_address("tls://sched.lan:8786")
+    ('tcp://10.0.0.5:8786', 'tls://sched.lan:8786')
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    host, colon, port = rest.rpartition(":")
+    if scheme not in SCHEDULER_SCHEMES or not colon or not host.strip("[]") or not port.isdigit() \
+            or not 0 < int(port) <= 65535:
+        raise ValueError("must be a scheduler address like tcp://HOST:8786 (or tls://)")
+    return f"{scheme}://{rest}"
+
+
+def _name(text: str) -> str:
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "-_." for c in text):
+        raise ValueError("must be 1-64 letters, digits, '-', '_' or '.'")
+    return text
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -140,10 +167,11 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-ALL = frozenset(COMMANDS)
+ALL = frozenset(COMMANDS) - {"worker"}  # every command that mines in this process
 MINERS = frozenset({"serve", "devnet", "connect"})  # commands that start the miner runtime
 LOCAL = frozenset({"mine", "bench"})  # commands that mine in this process, without the service
 CONNECT = frozenset({"connect"})
+CLUSTER = frozenset({"serve", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
 
 
 @attrs.frozen
@@ -165,7 +193,7 @@ SETTINGS = (
     Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
             ALL, ("--num-cores",)),
     Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES),
-            "mining engine (default cpu-fast; connect: cpu-fast-v2)", ALL),
+            "mining engine (default cpu-fast; connect: cpu-fast-v2)", ALL | {"worker"}),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
             "target milliseconds between a worker's progress reports", MINERS),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
@@ -173,7 +201,7 @@ SETTINGS = (
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _retention,
             f"seconds a finished job stays queryable after it ended (at least {MIN_JOB_RETENTION_S:g})"),
     Setting("log_level", "--log-level", "MINER_LOG_LEVEL", _choice(LOG_LEVELS),
-            "log level (serve, connect default: info; devnet default: warning)", MINERS),
+            "log level (serve, connect default: info; devnet default: warning)", MINERS | {"worker"}),
     Setting("rate_ema_alpha", "--rate-ema-alpha", "MINER_RATE_EMA_ALPHA", _alpha, "EMA smoothing of worker rates"),
     Setting("max_jobs", "--max-jobs", "MINER_MAX_JOBS", _positive_int, "most jobs running at once"),
     Setting("worker_nice", "--worker-nice", "MINER_WORKER_NICE", _nice,
@@ -189,11 +217,20 @@ SETTINGS = (
             "the node's miner-auth-token file", CONNECT),
     Setting("tls_cert_sha256_file", "--tls-cert-sha256-file", "MINER_TLS_CERT_SHA256_FILE", str,
             "the node's miner-tls-cert-sha256 file: the pinned certificate hash", CONNECT),
-    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL),
+    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL | {"worker"}),
     Setting("max_connections", "--max-connections", "MINER_MAX_CONNECTIONS", _connections,
             "most open connections on the API port; at the cap the quietest one is closed (default 512)"),
     Setting("idle_timeout_s", "--idle-timeout-s", "MINER_IDLE_TIMEOUT_S", _timeout,
             "seconds an HTTP connection may stay silent before it is closed (default 5)"),
+    Setting("cluster", "--cluster", "MINER_CLUSTER", scheduler_address,
+            "mine on the Dask cluster of this scheduler, tcp://HOST:8786 or tls:// (default: this machine's threads)",
+            CLUSTER),
+    Setting("cluster_timeout_s", "--cluster-timeout-s", "MINER_CLUSTER_TIMEOUT_S", _positive_float,
+            "seconds to wait for the Dask scheduler when connecting (default 5)", CLUSTER),
+    Setting("nthreads", "--nthreads", "MINER_WORKER_NTHREADS", _positive_int,
+            "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
+    Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
+            "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
 REQUIRED: dict[str, tuple[str, ...]] = {"connect": ("node_addr", "auth_token_file", "tls_cert_sha256_file")}
 

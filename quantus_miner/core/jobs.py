@@ -54,6 +54,7 @@ class Progress:
     found: Found | None = None
     finished: bool = False  # the worker exhausted its part of the range
     error: str | None = None
+    retired: bool = False  # the slot stops (its cluster worker left, or no nonces remain): no more rate
 
 
 @attrs.frozen
@@ -114,6 +115,16 @@ class Job:
     def running(self) -> bool:
         return self.status is JobStatus.RUNNING
 
+    @property
+    def size(self) -> int:
+        """Nonces in the job's inclusive range: `hash_count` reaches it exactly when the range is exhausted."""
+        return self.request.nonce_end - self.request.nonce_start + 1
+
+    def add_worker(self) -> int:
+        """Add a worker slot (a cluster worker joined mid-job); return its index for `Progress.worker`."""
+        self.workers.append(WorkerState())
+        return len(self.workers) - 1
+
     def apply(self, p: Progress, alpha: float) -> tuple[int, Ending | None]:
         """Count one report; return (nonces counted, the ending it calls for or None).
 
@@ -134,10 +145,12 @@ class Job:
         if p.found is not None:
             self.found = p.found
             return p.tested, (JobStatus.COMPLETED, None)
-        if p.finished:
-            w.finished = True
-            if all(x.finished for x in self.workers):
-                return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
+        if p.retired or p.finished:
+            w.finished = True  # no live rate from here
+        if self.hash_count >= self.size:  # counts are exact: every nonce of the range was tested once
+            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
+        if p.finished and all(x.finished for x in self.workers):
+            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
         return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:

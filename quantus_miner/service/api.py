@@ -130,7 +130,10 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
     @app.get("/health")
     async def health() -> Response:
         stats = runtime.statistics()
-        return json_response({"status": "ok", "engine": stats.engine, "kernel": stats.kernel, "cores": stats.cores,
-                              "version": __version__, "active_jobs": stats.active_jobs})
+        body = {"status": "ok", "engine": stats.engine, "kernel": stats.kernel, "cores": stats.cores,
+                "version": __version__, "active_jobs": stats.active_jobs}
+        if stats.cluster is not None:  # cluster mode: scheduler, connected, workers, threads
+            body["cluster"] = stats.cluster
+        return json_response(body)
 
     return app

@@ -20,6 +20,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..cluster.executor import ClusterStats
 from ..core.config import ENGINE_NAMES
 from ..core.jobs import END_STATUSES, STATUSES, JobSnapshot, JobStatus
 
@@ -69,6 +70,42 @@ class JobCollector:
         yield from (hash_rate, active, job_hashes, job_rate, job_status, thread_hashes, thread_rate)
 
 
+class ClusterCollector:
+    """Cluster-mode families, read from the executor's `ClusterStats` at scrape time.
+
+    Per-worker series carry the worker's name and vanish when it leaves: bounded by the cluster's
+    size (and by `MAX_WORKER_SERIES` whatever that is).
+    """
+
+    def __init__(self, stats: Callable[[], ClusterStats]):
+        self._stats = stats
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        stats = self._stats()
+        connected = GaugeMetricFamily("miner_cluster_connected", "1 while the Dask scheduler answers")
+        connected.add_metric([], 1.0 if stats.connected else 0.0)
+        workers = GaugeMetricFamily("miner_cluster_workers", "Dask workers in the cluster")
+        workers.add_metric([], stats.worker_count)
+        threads = GaugeMetricFamily("miner_cluster_threads", "Mining threads of all Dask workers")
+        threads.add_metric([], stats.threads)
+        chunks = CounterMetricFamily("miner_cluster_chunks", "Chunk tasks completed on the cluster")
+        chunks.add_metric([], stats.chunks)
+        retried = CounterMetricFamily("miner_cluster_chunks_retried",
+                                      "Chunks Dask re-ran on another worker after their worker was lost")
+        retried.add_metric([], stats.retried)
+        rate = GaugeMetricFamily("miner_cluster_worker_hash_rate",
+                                 "A worker's measured nonces/s (its threads' EMA rate x threads)", labels=["worker"])
+        hashes = CounterMetricFamily("miner_cluster_worker_hashes", "Nonces counted from a worker's chunks",
+                                     labels=["worker"])
+        for w in stats.workers:
+            rate.add_metric([w.name], w.rate)
+            hashes.add_metric([w.name], w.hashes)
+        yield from (connected, workers, threads, chunks, retried, rate, hashes)
+
+
 class MinerMetrics:
     """The miner's metric set on a caller-supplied registry (never the global one)."""
 
@@ -103,6 +140,10 @@ class MinerMetrics:
                 return await trio.to_thread.run_sync(generate_latest, self.registry)
             finally:
                 self._collector.pinned = None
+
+    def observe_cluster(self, stats: Callable[[], ClusterStats]) -> None:
+        """Expose the cluster families (cluster mode only) from whatever `stats()` returns at each scrape."""
+        self.registry.register(ClusterCollector(stats))
 
     def job_ended(self, engine: str, status: str) -> None:
         self.jobs.labels(status).inc()

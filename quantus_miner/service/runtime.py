@@ -1,13 +1,15 @@
-"""The trio shell around the job core: a nursery per job, worker threads, one progress actor.
+"""The trio shell around the job core: a nursery per job, worker tasks, one progress actor.
 
-Each job runs in its own nursery with one worker task per core. A worker runs one engine
-chunk at a time in a thread (`trio.to_thread.run_sync`) under a miner-wide
-`CapacityLimiter(cores)`, so concurrent jobs share the cores, and sends a `Progress`
-after every chunk into one memory channel. The actor task alone applies progress to jobs.
+Each job runs in its own nursery; where its chunks run is the executor's business:
+`LocalExecutor` (default) runs one worker task per core, each running one engine chunk at a
+time in a thread (`trio.to_thread.run_sync`) under a miner-wide `CapacityLimiter(cores)`;
+`cluster.executor.ClusterExecutor` runs them as Dask tasks on a cluster. Either sends a
+`Progress` after every chunk into one memory channel; the actor task alone applies progress to jobs.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -64,29 +66,100 @@ class RuntimeStatistics:
     hashes: int  # nonces tested since start, all jobs (the speed line's running total)
     jobs_completed: int  # jobs that found a nonce since start
     jobs_ended: int  # jobs that ended since start, any status
+    cluster: dict | None = None  # cluster mode: scheduler, connected, workers, threads
 
 
 @attrs.define
 class JobShell:
     """What the trio shell keeps beside a core `Job` while its workers run."""
 
+    serial: int  # this runtime's number for the job (job ids may be reused once forgotten)
     flag: np.ndarray = attrs.field(factory=new_cancel_flag)  # stops this job's kernels within milliseconds
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     settled: trio.Event = attrs.field(factory=trio.Event)  # set once every worker of the job has returned
 
 
-class MinerRuntime:
-    def __init__(self, config: ServiceConfig, engine: Engine, metrics: MinerMetrics,
-                 *, measured_rate: float | None = None, clock=time.monotonic):
+class LocalExecutor:
+    """Today's mode: a job's range split over `cores` workers, each running chunks in threads.
+
+    A worker runs one engine chunk at a time in a thread under the miner-wide
+    `CapacityLimiter(cores)`, so concurrent jobs share the cores.
+    """
+
+    name = "local"
+
+    def __init__(self, config: ServiceConfig, engine: Engine, *, measured_rate: float | None = None):
         self.config = config
         self.engine = engine
+        self.measured_rate = measured_rate
+        self._limiter = trio.CapacityLimiter(config.cores)
+
+    def slots(self, request: MineRequest) -> int:
+        return len(partition(request.nonce_start, request.nonce_end, self.config.cores))
+
+    def capacity(self) -> int:
+        return self.config.cores
+
+    def stop(self, serial: int) -> None:
+        pass  # the job's flag already stops its threads
+
+    def health(self) -> dict | None:
+        return None
+
+    async def run_job(self, job: Job, serial: int, flag: np.ndarray, send) -> None:
+        # v1: deriving n runs Miller-Rabin on 512-bit candidates: milliseconds kept off the event loop
+        prepared = await trio.to_thread.run_sync(self._prepare, job.request)
+        parts = partition(job.request.nonce_start, job.request.nonce_end, self.config.cores)
+        async with trio.open_nursery() as nursery:
+            for worker, part in enumerate(parts):
+                nursery.start_soon(self._worker, job, flag, prepared, worker, part, send)
+
+    def _prepare(self, request: MineRequest) -> PreparedJob:
+        # v1: request.threshold is the distance threshold; v2 (connect): it carries the target
+        return prepare_job(self.engine, request.header, request.threshold)
+
+    def _search(self, prepared: PreparedJob, lo: int, hi: int, flag: np.ndarray):
+        with background_priority(self.config.worker_nice):
+            t0 = time.monotonic()
+            outcome = self.engine.search(prepared, lo, hi, flag)
+            t1 = time.monotonic()
+        return outcome, t1, t1 - t0
+
+    async def _worker(self, job: Job, flag: np.ndarray, prepared: PreparedJob, worker: int,
+                      part: tuple[int, int], send) -> None:
+        cursor, end = part
+        size = seed_chunk(self.config.progress_chunk_ms, self.measured_rate)
+        try:
+            while cursor <= end:
+                lo, hi = next_chunk(cursor, end, size)
+                async with self._limiter:
+                    outcome, t, busy = await trio.to_thread.run_sync(self._search, prepared, lo, hi, flag)
+                cursor = lo + outcome.tested
+                send.send_nowait(Progress(job.job_id, worker, outcome.tested, t, busy, outcome.found,
+                                          finished=cursor > end and outcome.found is None))
+                if outcome.found or outcome.cancelled:
+                    return
+                size = next_chunk_size(size, outcome.tested, busy, self.config.progress_chunk_ms)
+        except Exception as exc:  # a fault fails this job only; the service lives on
+            log.exception("job %s worker %d crashed", job.job_id, worker)
+            send.send_nowait(Progress(job.job_id, worker, 0, time.monotonic(), error=f"worker crashed: {exc!r}"))
+
+
+class MinerRuntime:
+    def __init__(self, config: ServiceConfig, engine: Engine, metrics: MinerMetrics,
+                 *, measured_rate: float | None = None, clock=time.monotonic, executor=None):
+        self.config = config
+        self.engine = engine
+        # where chunks run: this machine's threads, or a Dask cluster (`cluster.executor.ClusterExecutor`)
+        self.executor = executor if executor is not None else LocalExecutor(config, engine,
+                                                                            measured_rate=measured_rate)
+        self._serials = itertools.count()
         self.metrics = metrics
         self.clock = clock  # the one clock: job times, rates and retention all read it
         self.measured_rate = measured_rate
         self._table = JobTable(config.job_retention_s, config.max_finished_jobs)
         self._shells: dict[str, JobShell] = {}
         self._end_waiters: dict[str, list[trio.Event]] = {}  # emptied by `_end`: bounded by running jobs
-        self._limiter = trio.CapacityLimiter(config.cores)
         self._send, self._receive = trio.open_memory_channel[Progress](math.inf)
         self._nursery: trio.Nursery | None = None
         self.hashes = 0
@@ -121,12 +194,12 @@ class MinerRuntime:
         if request.job_id not in self._table and len(self._table.running()) >= self.config.max_jobs:
             raise TooManyJobs(f"too many running jobs (max {self.config.max_jobs}); cancel one first",
                               request.job_id)
-        parts = partition(request.nonce_start, request.nonce_end, self.config.cores)
-        job = self._table.add(request, self.engine.name, len(parts), self.clock())
-        shell = self._shells[job.job_id] = JobShell()
-        self._nursery.start_soon(self._run_job, job, shell, parts)
-        log.info("job %s accepted: %d worker(s), range %x..%x", job.job_id, len(parts),
-                 request.nonce_start, request.nonce_end)
+        slots = self.executor.slots(request)
+        job = self._table.add(request, self.engine.name, slots, self.clock())
+        shell = self._shells[job.job_id] = JobShell(next(self._serials))
+        self._nursery.start_soon(self._run_job, job, shell)
+        log.info("job %s accepted: %s executor, %d worker(s), range %x..%x", job.job_id, self.executor.name,
+                 slots or self.executor.capacity(), request.nonce_start, request.nonce_end)
         return job.snapshot(job.started_at)
 
     def cancel(self, job_id: str) -> JobSnapshot | None:
@@ -154,9 +227,9 @@ class MinerRuntime:
         return [job.snapshot(now) for job in self._table.recent(self.config.metrics_finished_jobs)]
 
     def statistics(self) -> RuntimeStatistics:
-        return RuntimeStatistics(self.engine.name, self.engine.kernel, self.config.cores,
+        return RuntimeStatistics(self.engine.name, self.engine.kernel, self.executor.capacity(),
                                  len(self._table.running()), len(self._table), self.hashes,
-                                 self.jobs_completed, self.jobs_ended)
+                                 self.jobs_completed, self.jobs_ended, self.executor.health())
 
     async def wait_settled(self, job_id: str) -> None:
         """Wait until every worker thread of `job_id` has returned (at once if it already has)."""
@@ -185,6 +258,7 @@ class MinerRuntime:
         if shell is not None:
             shell.flag[0] = 1  # kernels stop within milliseconds
             shell.cancel_scope.cancel()
+            self.executor.stop(shell.serial)  # and on every cluster worker
         self.metrics.job_ended(job.engine, job.status)
         self.jobs_ended += 1
         self.jobs_completed += job.status is JobStatus.COMPLETED
@@ -196,48 +270,18 @@ class MinerRuntime:
         for old in forgotten:
             log.debug("job %s forgotten (finished-job cap)", old.job_id)
 
-    def _prepare(self, request: MineRequest) -> PreparedJob:
-        # v1: request.threshold is the distance threshold; v2 (connect): it carries the target
-        return prepare_job(self.engine, request.header, request.threshold)
-
-    async def _run_job(self, job: Job, shell: JobShell, parts: list[tuple[int, int]]) -> None:
+    async def _run_job(self, job: Job, shell: JobShell) -> None:
         try:
             with shell.cancel_scope:
-                # v1: deriving n runs Miller-Rabin on 512-bit candidates: milliseconds kept off the event loop
-                prepared = await trio.to_thread.run_sync(self._prepare, job.request)
-                async with trio.open_nursery() as nursery:
-                    for worker, part in enumerate(parts):
-                        nursery.start_soon(self._worker, job, shell, prepared, worker, part)
+                await self.executor.run_job(job, shell.serial, shell.flag, self._send)
+        except Exception as exc:  # a fault fails this job only; the service lives on
+            log.exception("job %s crashed", job.job_id)
+            if job.running:
+                self._end(job, JobStatus.FAILED, f"job crashed: {exc!r}")
         finally:
             shell.settled.set()
             if self._shells.get(job.job_id) is shell:  # a forgotten id may have been reused meanwhile
                 del self._shells[job.job_id]
-
-    def _search(self, prepared: PreparedJob, lo: int, hi: int, flag: np.ndarray):
-        with background_priority(self.config.worker_nice):
-            t0 = time.monotonic()
-            outcome = self.engine.search(prepared, lo, hi, flag)
-            t1 = time.monotonic()
-        return outcome, t1, t1 - t0
-
-    async def _worker(self, job: Job, shell: JobShell, prepared: PreparedJob, worker: int,
-                      part: tuple[int, int]) -> None:
-        cursor, end = part
-        size = seed_chunk(self.config.progress_chunk_ms, self.measured_rate)
-        try:
-            while cursor <= end:
-                lo, hi = next_chunk(cursor, end, size)
-                async with self._limiter:
-                    outcome, t, busy = await trio.to_thread.run_sync(self._search, prepared, lo, hi, shell.flag)
-                cursor = lo + outcome.tested
-                self._send.send_nowait(Progress(job.job_id, worker, outcome.tested, t, busy, outcome.found,
-                                                finished=cursor > end and outcome.found is None))
-                if outcome.found or outcome.cancelled:
-                    return
-                size = next_chunk_size(size, outcome.tested, busy, self.config.progress_chunk_ms)
-        except Exception as exc:  # a fault fails this job only; the service lives on
-            log.exception("job %s worker %d crashed", job.job_id, worker)
-            self._send.send_nowait(Progress(job.job_id, worker, 0, self.clock(), error=f"worker crashed: {exc!r}"))
 
     async def _actor(self) -> None:
         alpha = self.config.rate_ema_alpha

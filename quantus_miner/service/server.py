@@ -15,6 +15,7 @@ from hypercorn.config import Config as HypercornConfig, Sockets
 from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
+from ..cluster.executor import ClusterExecutor, ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import DEFAULT_WINDOWS
 from ..engines import get_engine
@@ -125,8 +126,20 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
             sock.close()
         raise
     metrics = MinerMetrics(registry)
+    executor = None
+    if config.cluster is not None:
+        try:  # bounded by --cluster-timeout-s; raised plainly so the commands exit 2 with its message
+            executor = await ClusterExecutor.open(config, engine.name, measured_rate=probe, clock=time.monotonic)
+        except ClusterUnavailable:
+            for sock in [*api_sockets.insecure_sockets, *(metrics_sockets.insecure_sockets
+                                                          if metrics_sockets else [])]:
+                sock.close()
+            raise
+        metrics.observe_cluster(executor.stats)
     async with trio.open_nursery() as nursery:
-        runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic)
+        if executor is not None:
+            await nursery.start(executor.run)
+        runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic, executor=executor)
         await nursery.start(runtime.run)
         app = create_app(runtime, runtime.metrics)
         await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), api_config,
@@ -141,10 +154,12 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         if config.log_speed_s > 0:
             nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
                                                sample_s=speed_sample_s))
+        where = (f"the Dask cluster at {config.cluster} ({executor.capacity()} thread(s) now)" if executor
+                 else f"{config.cores} core(s)")
         # the probe only sizes first chunks: 0.1 s on one thread near nonce 2^511, cold caches, no
         # neighbours; said so, lest it be read as the mining rate (the speed line gives that)
-        log.info("ready: engine %s (%s) on %d core(s); warm-up probe %.0f nonces/s on one core near nonce "
+        log.info("ready: engine %s (%s) on %s; warm-up probe %.0f nonces/s on one core near nonce "
                  "2^511 (sizes first chunks; not the mining rate, see the speed line); API %s%s", engine.name,
-                 engine.kernel, config.cores, probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
+                 engine.kernel, where, probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningMiner(api_url, metrics_url, runtime, registry, api_guard))
