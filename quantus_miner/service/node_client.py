@@ -23,12 +23,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from functools import partial
 
 import attrs
 import trio
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
 from ..core import qpow2
@@ -42,9 +39,9 @@ from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
 from ..quic.transport import PinMismatch
 from .metrics import MinerMetrics
-from .metrics_app import create_metrics_app
 from .runtime import MinerRuntime
-from .server import bind, describe, hypercorn_config, tune_gc, url_of
+from .speedlog import log_speed
+from .server import bind, describe, hypercorn_config, serve_metrics, tune_gc
 
 log = logging.getLogger("quantus_miner")
 
@@ -122,7 +119,8 @@ async def connect_miner(
     await trio.to_thread.run_sync(engine.warm_up)
     rate = await trio.to_thread.run_sync(measure_rate, engine)
     registry = registry if registry is not None else CollectorRegistry()
-    metrics_config = hypercorn_config(config.host, config.metrics_port) if config.metrics_port is not None else None
+    metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
+                      if config.metrics_port is not None else None)
     metrics_sockets = bind(metrics_config, "metrics") if metrics_config else None
     metrics = MinerMetrics(registry)
     failure: BaseException | None = None
@@ -131,12 +129,12 @@ async def connect_miner(
         await nursery.start(runtime.run)
         metrics_url = None
         if metrics_sockets is not None:
-            await nursery.start(partial(worker_serve, wrap_app(create_metrics_app(registry), None, "asgi"),
-                                        metrics_config, sockets=metrics_sockets))
-            metrics_url = url_of(metrics_sockets) + "/metrics"
-        log.info("ready: engine %s (%s) on %d core(s), %.0f nonces/s per core; node %s:%d%s", engine.name,
-                 engine.kernel, config.cores, rate, *config.node_addr,
-                 f", metrics {metrics_url}" if metrics_url else "")
+            metrics_url = await serve_metrics(nursery, config, metrics, metrics_config, metrics_sockets)
+        if config.log_speed_s > 0:
+            nursery.start_soon(log_speed, runtime, config.log_speed_s)
+        log.info("ready: engine %s (%s) on %d core(s); warm-up probe %.0f nonces/s on one core (sizes first "
+                 "chunks; not the mining rate, see the speed line); node %s:%d%s", engine.name, engine.kernel,
+                 config.cores, rate, *config.node_addr, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningNodeMiner(metrics_url, runtime, registry))
         try:

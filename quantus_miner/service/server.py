@@ -91,6 +91,15 @@ def describe(config: ServiceConfig) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
 
 
+async def serve_metrics(nursery: trio.Nursery, config: ServiceConfig, metrics: MinerMetrics,
+                        hyper_config: HypercornConfig, sockets: Sockets) -> str:
+    """Serve `GET /metrics` on bound `sockets` behind its own small connection guard; return its URL."""
+    guard = ConnectionGuard("metrics", METRICS_MAX_CONNECTIONS, config.idle_timeout_s, evict=False)
+    app = create_metrics_app(metrics.render, cache_s=config.metrics_cache_s)
+    await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), hyper_config, sockets, guard))
+    return url_of(sockets) + "/metrics"
+
+
 async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | None = None,
                       speed_windows: Sequence[float] = DEFAULT_WINDOWS, speed_sample_s: float = SAMPLE_S,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -111,7 +120,6 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
                                 config.idle_timeout_s)
-    metrics_guard = ConnectionGuard("metrics", METRICS_MAX_CONNECTIONS, config.idle_timeout_s, evict=False)
     if api_guard.max_connections < config.max_connections:
         log.warning("--max-connections %d lowered to %d to fit the fd limit %d", config.max_connections,
                     api_guard.max_connections, fd_limit)
@@ -146,10 +154,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
                                     api_sockets, api_guard))
         metrics_url = None
         if metrics_sockets is not None:
-            metrics_app = create_metrics_app(metrics.render, cache_s=config.metrics_cache_s)
-            await nursery.start(partial(serve_http, QuietApp(wrap_app(metrics_app, None, "asgi")),
-                                        metrics_config, metrics_sockets, metrics_guard))
-            metrics_url = url_of(metrics_sockets) + "/metrics"
+            metrics_url = await serve_metrics(nursery, config, metrics, metrics_config, metrics_sockets)
         api_url = url_of(api_sockets)
         if config.log_speed_s > 0:
             nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
