@@ -38,7 +38,7 @@ def bench_rate(engine_name: str, cores: int, seconds: float) -> tuple[float, flo
     engine = get_engine(engine_name)
     engine.warm_up()
     cpu0 = time.process_time()
-    result = solve(engine, qpow.JobContext.from_header(BENCH_HEADER), 0, 1, qpow.MAX_NONCE, cores, seconds=seconds)
+    result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, cores, seconds=seconds)
     return result.hash_count / result.elapsed_time, result.hash_count / (time.process_time() - cpu0), engine.kernel
 
 
