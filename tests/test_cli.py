@@ -139,3 +139,16 @@ async def test_bench_profile_of_an_engine_without_halves_exits_2():
     result = await run("bench", "--engine", "cpu-baseline", "--profile", "--seconds", "0.1")
     assert result.returncode == 2
     assert "--profile: engine cpu-baseline has no separate halves to measure" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--cluster", "tcp://127.0.0.1:1", "--engine", "cpu-fast-v2"],
+     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
+    (["devnet", "--network", "2026", "--cluster", "tcp://127.0.0.1:1"],
+     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
+])
+async def test_the_cluster_refuses_v2_work_before_connecting(args, message):
+    with trio.fail_after(60):
+        result = await run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()

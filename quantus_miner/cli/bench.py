@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import attrs
 import numpy as np
 import trio
 from prometheus_client import CollectorRegistry
@@ -41,14 +40,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonces", type=positive_int, default=None,
                    help="with --cluster: mine nonces 1..N at threshold 0 to exhaustion (exact count) "
                         "instead of for --seconds")
-    p.add_argument("--progress-chunk-ms", type=positive_int, default=2000,
-                   help="with --cluster: target chunk length (default 2000; small values show the per-chunk cost)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = resolve_settings(args, parser, "bench")
     if config.cluster is not None:
-        return run_cluster(args, attrs.evolve(config, progress_chunk_ms=args.progress_chunk_ms))
+        return run_cluster(args, config)
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop() as stop:
         engine = get_engine(config.engine, config.kernel)

@@ -23,9 +23,8 @@ from collections import OrderedDict
 import attrs
 import numpy as np
 
-from ..core import qpow
 from ..engines import Engine, get_engine
-from ..engines.base import PreparedJob, new_cancel_flag
+from ..engines.base import PreparedJob, new_cancel_flag, prepare_job
 
 MAX_JOBS = 64  # prepared jobs kept per worker process (a job's constants are a few hundred bytes)
 MAX_CANCELLED = 1024  # cancelled keys remembered, so late chunks of a cancelled job stop at once
@@ -33,6 +32,7 @@ MAX_STOPS = 64  # per job: when cancelled kernels returned (cancel latency, read
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_kernel = "auto"  # set by `use_kernel` in a `quantus-miner worker` process
 _jobs: OrderedDict[str, WorkerJob] = OrderedDict()
 _cancelled: OrderedDict[str, None] = OrderedDict()
 _stops: OrderedDict[str, tuple[str, list[float]]] = OrderedDict()  # key -> (job id, stop times)
@@ -44,12 +44,18 @@ class WorkerJob:
     flag: np.ndarray
 
 
+def use_kernel(kernel: str) -> None:
+    """The cpu-fast kernel this worker process runs (its own `--kernel`/`MINER_KERNEL`; default auto)."""
+    global _kernel
+    _kernel = kernel
+
+
 def engine(name: str) -> Engine:
     """This process's engine `name`, built and warmed (kernels compiled or loaded) on first use."""
     with _lock:
         found = _engines.get(name)
     if found is None:
-        found = get_engine(name)
+        found = get_engine(name, _kernel)
         found.warm_up()
         with _lock:
             found = _engines.setdefault(name, found)
@@ -63,7 +69,7 @@ def _job(key: str, engine_name: str, header: bytes, threshold: int) -> WorkerJob
             _jobs.move_to_end(key)
             return job
     eng = engine(engine_name)
-    prepared = eng.prepare(qpow.JobContext.from_header(header), threshold)  # outside the lock: ms of Miller-Rabin
+    prepared = prepare_job(eng, header, threshold)  # outside the lock: ms of Miller-Rabin
     with _lock:
         job = _jobs.setdefault(key, WorkerJob(prepared, new_cancel_flag()))
         if key in _cancelled:

@@ -195,7 +195,7 @@ SETTINGS = (
     Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES),
             "mining engine (default cpu-fast; connect: cpu-fast-v2)", ALL | {"worker"}),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
-            "target milliseconds between a worker's progress reports", MINERS),
+            "target milliseconds between a worker's progress reports (bench: with --cluster)", MINERS | {"bench"}),
     Setting("metrics_port", "--metrics-port", "MINER_METRICS_PORT", _port,
             "Prometheus /metrics port (serve, connect default: none; devnet default: any free port)", MINERS),
     Setting("job_retention_s", "--job-retention-s", "MINER_JOB_RETENTION_S", _retention,

@@ -116,8 +116,9 @@ async def connect_miner(
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
     log.info("configuration: %s", describe(config))
     engine = get_engine(config.engine, config.kernel)
-    await trio.to_thread.run_sync(engine.warm_up)
-    rate = await trio.to_thread.run_sync(measure_rate, engine)
+    # abandoned on cancel: a stop during a first start's compile need not wait for it
+    await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    rate = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     registry = registry if registry is not None else CollectorRegistry()
     metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
                       if config.metrics_port is not None else None)
