@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ..core import qpow2
-from ..core.quic_messages import JobResult, MessageError, NewJob, message_type
+from ..core.quic_messages import JobResult, MessageError, NewJob, message_type, show_id
 from ..quic import tls
 from . import chain
 from ..quic.server import ServerStats, serve
@@ -216,7 +216,7 @@ class NodeSim:
 
     def _on_message(self, rec: MinerRecord, msg: dict[str, Any]) -> None:
         verdict, job_id = self._judge(rec, msg)
-        log.debug("miner %d result for job %s: %s", rec.id, job_id, verdict)
+        log.debug("miner %d result for job %s: %s", rec.id, show_id(job_id), verdict)
         self.verdicts.append(Verdict(rec.id, job_id, verdict))
         self._changed()
 

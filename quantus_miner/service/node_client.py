@@ -82,6 +82,8 @@ class NodeMiner:
 
     async def __call__(self, job: NewJob) -> JobOutcome:
         rid = self._runtime_id(job.job_id)
+        if rid != job.job_id:
+            log.info("job %s runs as %s", show_id(job.job_id), rid)
         try:
             self.runtime.submit(mining_request(job, rid, self.rng))
         except Refused as exc:
