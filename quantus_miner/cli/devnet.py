@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.log_level != "error":  # the speed line shows at devnet's default level (warning) too
         logging.getLogger("quantus_miner.speed").setLevel(logging.INFO)
     failures: list[OSError] = []
-    with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
+    with SignalStop(on_signal=lambda signum: None, command="devnet") as stop:  # armed once trio runs
         try:
             trio.run(run_devnet_2026 if v2 else run_devnet, args, config, stop)
         except* (BindError, ClusterUnavailable) as group:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     failures: list[OSError] = []
     started: list[MinerRuntime] = []
     t0 = time.monotonic()
-    with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
+    with SignalStop(on_signal=lambda signum: None, command="serve") as stop:  # armed once trio runs
         try:
             trio.run(serve_until_stopped, config, stop, started)
         except* (BindError, ClusterUnavailable) as group:
