@@ -34,8 +34,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.cluster is None:
         parser.error("a scheduler address is required (positional SCHEDULER or env MINER_CLUSTER)")
     setup_logging(config.log_level)
-    from ..cluster import tasks  # imports Dask only for this command
-    from ..cluster.worker import SchedulerUnreachable, main
+    from ..cluster.worker import SchedulerUnreachable, main, totals  # imports Dask only for this command
 
     t0 = time.monotonic()
     with SignalStop(command="worker") as stop:  # before arming, a signal stops the warm-up (Interrupted)
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 2
         except Interrupted:
             pass
-        chunks, nonces = tasks.totals()
+        chunks, nonces = totals()
         uptime = time.monotonic() - t0
         log.info("%s: %d chunk(s), %s nonces (%.3f M/s over the uptime), uptime %s",
                  f"stopped by {stop.name}" if stop.name else "stopped", chunks, f"{nonces:,}",

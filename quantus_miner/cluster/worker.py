@@ -17,6 +17,7 @@ from distributed import Worker
 
 from ..core.config import ServiceConfig
 from . import tasks
+from .tasks import totals  # noqa: F401  (the worker command's summary line)
 
 log = logging.getLogger("quantus_miner.worker")
 

@@ -143,6 +143,10 @@ def check_envelope(msg: Any) -> dict[str, Any]:
     return msg
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class FrameDecoder:
     """Incremental decoder: feed stream bytes, iterate complete messages.
 
@@ -195,8 +199,10 @@ class FrameDecoder:
                 payload = bytes(self._buf[4 : 4 + length])
                 del self._buf[: 4 + length]
                 try:
-                    msg = json.loads(payload)
+                    msg = json.loads(payload, parse_constant=_no_constant)
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise FrameError(f"frame payload is not valid JSON: {exc}") from None
+                except ValueError as exc:  # NaN / Infinity: Python extensions serde_json refuses
                     raise FrameError(f"frame payload is not valid JSON: {exc}") from None
                 yield check_envelope(msg)
         except FrameError as exc:

@@ -89,6 +89,24 @@ def load_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike):
     return cert, key
 
 
+def write_der(cert_path: str | os.PathLike, key_path: str | os.PathLike,
+              cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    """The node's own form: `miner-tls-cert.der` and `miner-tls-key.der` (PKCS#8), both mode 0600."""
+    _write_private(cert_path, cert_der(cert))
+    _write_private(key_path, key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def load_der(cert_path: str | os.PathLike, key_path: str | os.PathLike):
+    try:
+        cert = x509.load_der_x509_certificate(Path(cert_path).read_bytes())
+        key = serialization.load_der_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise CredentialError(f"cannot load the certificate {os.fspath(cert_path)!r} and key "
+                              f"{os.fspath(key_path)!r}: {exc}; delete both to regenerate") from None
+    return cert, key
+
+
 def _write_private(path: str | os.PathLike, data: bytes) -> None:
     # Create with 0600 directly (no window where the secret is world-readable), and
     # fchmod in case the file already existed with looser permissions.
