@@ -48,7 +48,9 @@ async def test_scrapes_250_ms_apart_see_every_200_ms_chunk(start_miner):
                 assert scraped >= before, (scraped, before)
                 values.append(scraped)
                 await trio.sleep(0.25 - FRESH_S - 0.01)
-        assert all(b > a for a, b in zip(values, values[1:])), values  # a 200 ms chunk lands in every 250 ms
+        # 12 scrapes over 3 s: a 1 s cache could show at most 4 distinct values; the chunks (every 200 ms,
+        # later on a loaded machine) show more
+        assert values == sorted(values) and len(set(values)) >= 5, values
         await miner.client.post("/cancel/j")
 
 

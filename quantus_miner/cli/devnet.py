@@ -26,7 +26,7 @@ from ..core.speed import duration
 from ..devnet import chain
 from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..quic import tls
-from ..devnet.simulator import Block, DevnetStats, NodeSimulator
+from ..devnet.simulator import Block, DevnetStats, NodeSimulator, ProtocolError
 from ..cluster.executor import ClusterUnavailable
 from ..service.node_client import connect_miner
 from ..service.runtime import MinerRuntime
@@ -259,13 +259,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.log_level != "error":  # the speed line shows at devnet's default level (warning) too
         logging.getLogger("quantus_miner.speed").setLevel(logging.INFO)
     failures: list[OSError] = []
+    disagreement: ProtocolError | None = None
     with SignalStop(on_signal=lambda signum: None, command="devnet") as stop:  # armed once trio runs
         try:
             trio.run(run_devnet_2026 if v2 else run_devnet, args, config, stop)
+        except* ProtocolError as group:  # the miner answered what the node refuses: one line, exit 1
+            disagreement = group.exceptions[0]
         except* (BindError, ClusterUnavailable, tls.CredentialError) as group:
             failures.extend(group.exceptions)
         except* OSError as group:  # e.g. an unwritable --node-dir
             failures.extend(group.exceptions)
+        if disagreement is not None:
+            print(f"devnet: {disagreement}", file=sys.stderr, flush=True)
+            return 1
         if failures:
             print(f"quantus-miner: error: {failures[0]}", file=sys.stderr)
             return 2

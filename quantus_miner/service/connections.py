@@ -11,10 +11,9 @@ fd table and silence the miner. `serve_http` runs hypercorn's per-connection pro
   an accept that fails for lack of fds does the same. On the metrics port (`evict=False`) a
   connection past the cap is answered at once with a canned `503` and `Retry-After: 1` (as
   node_exporter does past `--web.max-requests`), at most `REFUSALS_MAX` at a time;
-- an idle deadline: no byte in either direction for `idle_timeout_s` closes it (plus `grace_s`
-  on the API port, so that a request whose body stalls gets its 408 from the app's body timeout
-  before this backstop can close the connection unanswered; hypercorn's own keep-alive timer still
-  closes a connection idle between requests after `idle_timeout_s`);
+- an idle deadline: no byte in either direction for `idle_timeout_s` closes it; while a request
+  body is still awaited, `grace_s` more (the API port), so that a stalled body gets its 408 from
+  the app's body timeout before this backstop can close the connection unanswered;
 - a send deadline: a response the peer does not read within `idle_timeout_s` closes it;
 - a lingering close when hypercorn ends a connection: FIN at once (no await, so no cancellation
   can skip it), what the peer still sends is discarded, the socket closes when the peer closes
@@ -97,6 +96,8 @@ class GuardedStream:
         self.sending_since: float | None = None
         self.closing_since: float | None = None  # a closing response went out: discard, then close
         self.closed = False
+        # set by the HTTP protocol: whether a request body is still awaited (its stall earns a 408 first)
+        self.body_pending: Callable[[], bool] = lambda: False
 
     def deadline(self) -> float:
         if self.closing_since is not None:
@@ -104,7 +105,8 @@ class GuardedStream:
         # a send that does not finish (a reader that does not read) gets as long as silence does
         if self.sending_since is not None:
             return self.sending_since + self.guard.idle_timeout_s
-        return self.last_active + self.guard.idle_timeout_s + self.guard.grace_s
+        grace = self.guard.grace_s if self.body_pending() else 0.0
+        return self.last_active + self.guard.idle_timeout_s + grace
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         while True:
@@ -292,6 +294,8 @@ class GuardedTCPServer(TCPServer):
                 self._task_group = task_group
                 self.protocol = HTTP11Only(self.app, self.config, self.context, task_group,
                                            ConnectionState(self.state), False, client, server, self.protocol_send)
+                protocol = self.protocol
+                self.stream.body_pending = lambda: protocol.connection.their_state is h11.SEND_BODY
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
