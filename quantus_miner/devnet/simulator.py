@@ -161,6 +161,7 @@ class NodeSimulator:
             header_now = chain.next_header(header, height, counter)
             if previous_job is not None:
                 await self._cancel(client, previous_job)
+            rng.getrandbits(128)  # the draw that once made the job id: a seed keeps its network-block timing
             job_id = str(uuid.uuid4())  # fresh on every run, as the node's: the seed fixes the headers only
             await self._mine(client, job_id, header_now, self.stats.threshold)
             previous_job = job_id
@@ -200,6 +201,7 @@ class NodeSimulator:
 
     async def _probe(self, client: httpx.AsyncClient, rng: random.Random) -> float:
         """Measure the miner's hash rate with a threshold-0 job, the way any node-facing miner runs one."""
+        rng.getrandbits(32)  # as above: the seed's later draws stay what they were
         job_id = f"probe-{uuid.uuid4().hex[:12]}"
         await self._mine(client, job_id, chain.genesis_header(self.seed), 0)
         await trio.sleep(PROBE_S)
