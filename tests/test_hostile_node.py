@@ -174,11 +174,14 @@ async def test_floods_of_jobs_and_unexpected_messages_leave_the_miner_mining(tmp
             await authed(sim)
             bogus = encode_frame({"JobResult": {"status": "completed", "job_id": "x"}})
             sim.send_raw_to_all(bogus * 40)  # 40 unexpected messages: one warning line
+            sim.send_raw_to_all(raw_new_job('"\\ud800"') * 50)  # 50 unanswerable jobs: one warning line
             jobs = b"".join(encode_frame(NewJob(f"f{i}", header(i % 250), NEVER).to_msg()) for i in range(200))
             sim.send_raw_to_all(jobs)  # 200 jobs at once: past the 64-message receive queue
             await still_mines(sim, "after", 3)
             unexpected = [r for r in caplog.records if "unexpected JobResult" in r.getMessage()]
             assert 1 <= len(unexpected) <= sim.stats.connections_created
+            skipped = [r for r in caplog.records if "lone surrogate" in r.getMessage()]
+            assert 1 <= len(skipped) <= sim.stats.connections_created
             assert len(running.runtime.snapshots()) <= running.runtime.config.max_finished_jobs + 1
             assert all(s.status is not JobStatus.RUNNING for s in running.runtime.snapshots()
                        if s.job_id != "after")

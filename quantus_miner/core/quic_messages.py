@@ -54,7 +54,7 @@ class JobInputError(MessageError):
     """
 
     def __init__(self, job_id: str | None, reason: str):
-        super().__init__(f"invalid job {show_id(job_id)}: {reason}")
+        super().__init__(f"invalid job {show_id(job_id) if job_id is not None else '(no string id)'}: {reason}")
         self.job_id = job_id
         self.reason = reason
 

@@ -76,7 +76,13 @@ class _Answered:
 class _Session:
     jobs_received: int = 0
     reason: str = ""
-    warned: set[str] = attrs.Factory(set)  # unexpected message kinds already logged this session
+    warned: set[str] = attrs.Factory(set)  # kinds of bad input already logged at warning this session
+
+    def warn(self, kind: str, msg: str, *args: Any) -> None:
+        """A warning the first time per connection, debug after: a node's flood cannot flood the log."""
+        level = logging.DEBUG if kind in self.warned else logging.WARNING
+        self.warned.add(kind)
+        log.log(level, msg, *args)
 
 
 async def run_miner_client(
@@ -166,9 +172,7 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
         async for msg in conn:
             kind = message_type(msg)
             if kind != "NewJob":
-                if kind not in session.warned:  # a flood of them logs one line per connection
-                    session.warned.add(kind)
-                    log.warning("ignoring unexpected %s message(s) from node", kind)
+                session.warn(kind, "ignoring unexpected %s message(s) from node", kind)
                 continue
             session.jobs_received += 1
             if current is not None:
@@ -178,18 +182,18 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                 job = NewJob.from_msg(msg)
             except JobInputError as exc:
                 if exc.job_id is None:
-                    log.warning("%s; not answered (no job id to echo)", exc)
+                    session.warn("no id", "%s; not answered (no job id to echo)", exc)
                 elif (why := unanswerable(exc.job_id)) is not None:
-                    log.warning("%s; not answered: %s", exc, why)
+                    session.warn(why, "%s; not answered: %s", exc, why)
                 elif exc.job_id in answered:
                     await _answer_repeat(conn, exc.job_id, answered, status)
                 else:
-                    log.warning("%s; answering status 'failed'", exc)
+                    session.warn(exc.reason, "%s; answering status 'failed'", exc)
                     await _send_result(conn, JobResult("failed", exc.job_id), answered, status)
                 continue
             if (why := unanswerable(job.job_id)) is not None:
-                log.warning("skipping job %s: %s, and the node only accepts a result under its own id",
-                            show_id(job.job_id), why)
+                session.warn(why, "skipping job %s: %s, and the node only accepts a result under its own id",
+                             show_id(job.job_id), why)
                 status("job_skipped", {"job_id": job.job_id, "reason": why})
                 continue
             if job.job_id in answered:
