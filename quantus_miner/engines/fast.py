@@ -14,36 +14,16 @@ from types import ModuleType
 
 import attrs
 import numpy as np
-from numba.core import codegen as numba_codegen
-from numba.core import config as numba_config
-
 from ..core import qpow
-from ..core.config import KERNEL_NAMES
+from ..core.config import V1_KERNELS
 from ..core.outcomes import ChunkOutcome, ConsensusError, verified
 from . import ifma, kernels, limbs
 from .base import BENCH_HEADER, PreparedJob
+from .isa import host_features, host_isa
 
-KERNELS = KERNEL_NAMES[1:]  # the concrete kernels, fastest first ("auto" picks among them)
+KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
 log = logging.getLogger("quantus_miner")
-
-
-def host_features() -> frozenset[str]:
-    """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_FEATURES (or NUMBA_ENABLE_AVX=0)
-    says otherwise. A kernel needing a feature outside this set must never be compiled: LLVM would abort."""
-    flat = numba_config.CPU_FEATURES
-    if flat is None:
-        flat = numba_codegen.get_host_cpu_features()
-    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
-
-
-def host_isa() -> str:
-    """The widest SIMD the JIT targets on this host (names the kernel build in `bench --json`)."""
-    features = host_features()
-    for isa in ("avx512f", "avx2", "sse4.2"):
-        if isa in features:
-            return isa
-    return "scalar"
 
 
 @attrs.frozen
@@ -94,8 +74,8 @@ class FastEngine:
 
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
-        if requested not in KERNEL_NAMES:
-            raise ValueError(f"unknown kernel {requested!r} (choose from {', '.join(KERNEL_NAMES)})")
+        if requested != "auto" and requested not in SPECS:
+            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
         features = host_features() if features is None else features
         if requested != "auto":
             spec = SPECS[requested]
