@@ -10,8 +10,9 @@ Goldilocks (p = 2^64 - 2^32 + 1) in vector code, every value any u64 (x mod p is
   `mul` of operands whose high halves are known zero), three for a square;
 - its reduction with 2^64 = 2^32 - 1 and 2^96 = -1 (mod p): one subtract and one `vpmuludq` by
   2^32 - 1, each with a compare-and-correct (masked add/sub on AVX-512, a blend on AVX2);
-- the internal layer's sum is kept as 128 bits (64-bit sum + carry count), so each of its 12 outputs
-  sum + s[i] * DIAG[i] is reduced once.
+- linear layers on 32-bit halves: the external layer's additions and the internal layer's sum are
+  plain `vpaddq`s on the halves (no carry can occur), folded back once per output; each internal
+  output sum + s[i] * DIAG[i] is one product with the sum folded into its partial sums, reduced once.
 
 Both widths scan the same 8 nonce streams per batch with the lane-minor state layout of
 `kernels_v2` (element i of lane l at [8 i + l]); the AVX2 kernel runs them as two groups of 4,
@@ -151,10 +152,28 @@ class _Goldilocks:
         t01123, t01233 = add(t0123, b), add(t0123, d)
         return add(t01123, t01), add(t01123, add(c, c)), add(t01233, t23), add(t01233, add(a, a))
 
+    @staticmethod
+    def _linear_exact(x, add):
+        """The external layer with the integer additions `add` (no reduction): circ(2 M4, M4, M4)."""
+        def mat4(a, b, c, d):
+            # [[2,3,1,1],[1,2,3,1],[1,1,2,3],[3,1,1,2]] with 8 additions and 2 doublings (Plonky3)
+            t01, t23 = add(a, b), add(c, d)
+            t0123 = add(t01, t23)
+            t01123, t01233 = add(t0123, b), add(t0123, d)
+            return add(t01123, t01), add(t01123, add(c, c)), add(t01233, t23), add(t01233, add(a, a))
+
+        blocks = [mat4(*x[k:k + 4]) for k in range(0, W, 4)]
+        column = [add(add(blocks[0][i], blocks[1][i]), blocks[2][i]) for i in range(4)]
+        return [add(blocks[k][i], column[i]) for k in range(3) for i in range(4)]
+
     def external_linear(self, x):
-        blocks = [self._mat4(*x[k:k + 4]) for k in range(0, W, 4)]
-        column = [self.add(self.add(blocks[0][i], blocks[1][i]), blocks[2][i]) for i in range(4)]
-        return [self.add(blocks[k][i], column[i]) for k in range(3) for i in range(4)]
+        """The external layer on the 32-bit halves: M x = M lo + 2^32 M hi, where every entry of M lo and M hi
+        stays below 28 * 2^32 < 2^37 (a row of M sums to 28), so the 50 additions of each half are plain
+        `vpaddq`s with no carry to correct (measured: ~4 % faster than 50 field additions of 5 operations)."""
+        b = self.b
+        lo = self._linear_exact([self.lo32(xi) for xi in x], b.add)
+        hi = self._linear_exact([self.hi32(xi) for xi in x], b.add)
+        return [self._fold_halves(a, h) for a, h in zip(lo, hi)]
 
     def _rc(self, rcp, index):
         """The round constant at rc[index] (index an IR i64), broadcast."""
@@ -165,23 +184,37 @@ class _Goldilocks:
         rc = [self._rc(rcp, b.add(base, ir.Constant(I64, i))) for i in range(W)]
         return self.external_linear([self.sbox(self.add_small(xi, r)) for xi, r in zip(x, rc)])
 
-    def internal_round(self, x, rcp, index):
+    def _fold_halves(self, lo, hi):
+        """lo + hi 2^32 mod p for lo, hi < 2^38: (hi >> 32) 2^64 = (hi >> 32) EPS joins lo, below p."""
         b = self.b
-        x0 = self.sbox(self.add_small(x[0], self._rc(rcp, index)))
-        # the sum as (carries, lo), 128 bits; x[1..11] first: they need not wait for the S-box
-        one = self.c(1)
-        lo, carries = x[1], self.c(0)
-        for xi in [*x[2:], x0]:
-            lo = b.add(lo, xi)
-            carries = b.select(b.icmp_unsigned("<", lo, xi), b.add(carries, one), carries)
+        small = b.add(lo, b.mul(self.hi32(hi), self.c(EPS)))
+        return self.add_small(b.shl(hi, self.c(32)), small)
+
+    def internal_round(self, x, rcp, index):
+        """x0 <- sbox(x0 + rc); x_i <- sum(x) + DIAG[i] x_i: each output one product, one reduction.
+
+        The sum is taken on the 32-bit halves the products split anyway (plain adds, < 12 * 2^32 each),
+        folded to one u64 S, and S's halves join the product's partial sums where they cannot overflow."""
+        b = self.b
+        x = [self.sbox(self.add_small(x[0], self._rc(rcp, index))), *x[1:]]
+        lows = [self.lo32(xi) for xi in x]
+        highs = [self.hi32(xi) for xi in x]
+        sum_lo, sum_hi = lows[1], highs[1]
+        for i in [*range(2, W), 0]:  # x[1..11] first: they need not wait for the S-box
+            sum_lo, sum_hi = b.add(sum_lo, lows[i]), b.add(sum_hi, highs[i])
+        s = self._fold_halves(sum_lo, sum_hi)
+        s_lo, s_hi = self.lo32(s), self.hi32(s)
         out = []
-        for i, xi in enumerate([x0, *x[1:]]):
-            hi, pl = self.mul128(xi, self.c(qpow2.MATRIX_DIAG[i]))
-            pl2 = b.add(pl, lo)
-            # hi < DIAG[i] <= 0xf3fa...: adding carries (<= 11) and 1 cannot overflow
-            hi2 = b.add(hi, carries)
-            hi2 = b.select(b.icmp_unsigned("<", pl2, lo), b.add(hi2, one), hi2)
-            out.append(self.reduce(hi2, pl2))
+        for i in range(W):
+            d = qpow2.MATRIX_DIAG[i]
+            dl, dh = self.c(d & M32), self.c(d >> 32)
+            # x D + S: ll + lo32(S) and hl + hi32(ll') + hi32(S) stay below 2^64 ((2^32-1)^2 + 2 (2^32-1) < 2^64)
+            ll = b.add(b.mul(lows[i], dl), s_lo)
+            t0 = b.add(b.add(b.mul(highs[i], dl), self.hi32(ll)), s_hi)
+            t1 = b.add(b.mul(lows[i], dh), self.lo32(t0))
+            hi = b.add(b.add(b.mul(highs[i], dh), self.hi32(t0)), self.hi32(t1))
+            lo = b.or_(b.shl(t1, self.c(32)), self.lo32(ll))
+            out.append(self.reduce(hi, lo))
         return out
 
     def _loop(self, x, count: int, body):
