@@ -27,7 +27,7 @@ from quantus_miner.core import qpow2
 from quantus_miner.core.config import V2_KERNELS
 from quantus_miner.core.outcomes import ChunkOutcome, ConsensusError, Found
 from quantus_miner.engines import baseline_v2, get_engine, kernel_problem
-from quantus_miner.engines import kernels_v2, poseidon2_vec
+from quantus_miner.engines import fast_v2, kernels_v2, poseidon2_vec
 from quantus_miner.engines.fast_v2 import SPECS, FastV2Engine, KernelUnavailable, V2KernelSpec, host_features, self_test
 
 from .support import run
@@ -115,6 +115,15 @@ def test_mining_vectors(engine, case):
 def test_cancel_flag_stops_the_kernel(engine):
     cancel = np.ones(1, dtype=np.uint8)
     assert engine.search(engine.prepare(bytes(32), MAX), 1, 1000, cancel) == ChunkOutcome(0, cancelled=True)
+
+
+@given(header=st.binary(min_size=32, max_size=32), nonce=st.integers(0, MAX))
+@PROPERTY
+def test_midstates_match_the_reference(engine, header, nonce):
+    ctx = fast_v2.prepare_context(header, 0, engine.spec.absorb_block)
+    assert tuple(int(x) for x in ctx.header_state) == qpow2.header_midstate(header)
+    mid = fast_v2.nonce_midstate(ctx, nonce, engine.spec.absorb_block)
+    assert tuple(int(x) for x in mid) == qpow2.nonce_midstate(header, nonce)
 
 
 @pytest.mark.parametrize("kernel", VECTOR_KERNELS)
@@ -241,8 +250,9 @@ def miscompiled_kernel() -> V2KernelSpec:
     def scan_segment(mid, low, count, high_zero, t_hi, t_lo, flag):
         return count, -1, False
 
-    module = pytypes.SimpleNamespace(scan_segment=scan_segment, permute_many=kernels_v2.permute_many)
-    return V2KernelSpec("broken", "broken", module, "scan_segment", "permute_many")
+    module = pytypes.SimpleNamespace(scan_segment=scan_segment, permute_many=kernels_v2.permute_many,
+                                     absorb_block=kernels_v2.absorb_block)
+    return V2KernelSpec("broken", "broken", module, "scan_segment", "permute_many", "absorb_block")
 
 
 def test_a_kernel_failing_its_self_test_is_skipped_with_a_warning(caplog):

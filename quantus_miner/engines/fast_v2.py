@@ -64,7 +64,8 @@ class V2Context:
     target_lo: np.ndarray
 
 
-def prepare_context(header: bytes, target: int) -> V2Context:
+def prepare_context(header: bytes, target: int, absorb=None) -> V2Context:
+    """The job's constants; `absorb` (default: the scalar kernel's) computes the header's midstate."""
     if len(header) != 32:
         raise ValueError("header must be 32 bytes")
     if not 0 <= target <= qpow2.MAX_U512:
@@ -72,16 +73,16 @@ def prepare_context(header: bytes, target: int) -> V2Context:
     zero = np.zeros(qpow2.WIDTH, dtype=np.uint64)
     return V2Context(
         header=header,
-        header_state=kernels.absorb_block(zero, _felts(header)),
+        header_state=(absorb or kernels.absorb_block)(zero, _felts(header)),
         target_hi=_words_be(target >> 256),
         target_lo=_words_be(target & LOW_MASK),
     )
 
 
-def nonce_midstate(ctx: V2Context, nonce: int) -> np.ndarray:
+def nonce_midstate(ctx: V2Context, nonce: int, absorb=None) -> np.ndarray:
     """The state after blocks 0 and 1 for `nonce`'s segment (the kernel's own computation)."""
     high = (nonce >> 256).to_bytes(32, "big")
-    return kernels.absorb_block(ctx.header_state, _felts(high))
+    return (absorb or kernels.absorb_block)(ctx.header_state, _felts(high))
 
 
 @attrs.frozen
@@ -94,6 +95,7 @@ class V2KernelSpec:
     module: ModuleType
     scan: str
     permute: str
+    absorb: str  # `kernels_v2.absorb_block`'s interface: each kernel computes its own midstates
     requires: tuple[str, ...] = ()
 
     def missing(self, features: frozenset[str]) -> list[str]:
@@ -105,13 +107,17 @@ class V2KernelSpec:
     def permute_many(self, state: np.ndarray, rounds: int) -> None:
         getattr(self.module, self.permute)(state, rounds)
 
+    def absorb_block(self, state: np.ndarray, block: np.ndarray) -> np.ndarray:
+        return getattr(self.module, self.absorb)(state, block)
+
 
 SPECS = {
     "v2-avx512": V2KernelSpec("v2-avx512", "v2-avx512-mul32", poseidon2_vec, "scan_segment_avx512",
-                              "permute_many_avx512", ("avx512f",)),
+                              "permute_many_avx512", "absorb_block_avx512", ("avx512f",)),
     "v2-avx2": V2KernelSpec("v2-avx2", "v2-avx2-mul32", poseidon2_vec, "scan_segment_avx2",
-                            "permute_many_avx2", ("avx2",)),
-    "v2-lanes8": V2KernelSpec("v2-lanes8", kernels.KERNEL_NAME, kernels, "scan_segment", "permute_many"),
+                            "permute_many_avx2", "absorb_block_avx2", ("avx2",)),
+    "v2-lanes8": V2KernelSpec("v2-lanes8", kernels.KERNEL_NAME, kernels, "scan_segment", "permute_many",
+                              "absorb_block"),
 }
 assert tuple(SPECS) == V2_KERNELS
 
@@ -152,7 +158,7 @@ class FastV2Engine:
         return self.spec
 
     def prepare(self, header: bytes, target: int) -> PreparedJob:
-        return PreparedJob(prepare_context(header, target), target)
+        return PreparedJob(prepare_context(header, target, self._spec().absorb_block), target)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
         """Scan [start, end] upward; the first valid nonce, or all tested, or cancelled."""
@@ -164,7 +170,7 @@ class FastV2Engine:
             # one kernel call per 2^256-aligned segment: the midstate changes with the high half
             last = min(end, cursor | LOW_MASK, cursor + MAX_NONCES_PER_CALL - 1)
             done, offset, cancelled = spec.scan_segment(
-                nonce_midstate(ctx, cursor),
+                nonce_midstate(ctx, cursor, spec.absorb_block),
                 _limbs_le(cursor & LOW_MASK),
                 last - cursor + 1,
                 cursor >> 256 == 0,
@@ -202,8 +208,8 @@ class FastV2Engine:
         lane) and `kernel_rate` (nonces of the scan kernel itself at target 0, about 2 permutations each).
         Each runs about `seconds`."""
         spec = self._spec()
-        ctx = prepare_context(BENCH_HEADER, 0)
-        mid = nonce_midstate(ctx, 0)
+        ctx = prepare_context(BENCH_HEADER, 0, spec.absorb_block)
+        mid = nonce_midstate(ctx, 0, spec.absorb_block)
         low = _limbs_le(1)
         flag = new_cancel_flag()
         state = np.arange(qpow2.WIDTH * kernels.LANES, dtype=np.uint64)

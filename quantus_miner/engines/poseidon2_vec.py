@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 from ..core import qpow2
 from . import kernels_v2 as scalar
-from .kernels_v2 import _compare_words, _load_block2
+from .kernels_v2 import _compare_words, _load_block2, add, canonical
 
 LANES = 8  # nonce streams per batch, both widths (the state layout of kernels_v2)
 assert scalar.LANES == LANES
@@ -382,6 +382,32 @@ def scan_segment_avx2(mid, low, count, high_zero, t_hi, t_lo, flag):
     return _scan(mid, low, count, high_zero, t_hi, t_lo, flag, 4)
 
 
+@njit(inline="always")
+def _absorb(state, block, width):
+    """`kernels_v2.absorb_block` (the sponge step, canonical out) on the vector permutation: midstates are
+    computed by the kernel that uses them, and `auto` compiles no scalar Poseidon2 code at all."""
+    s = np.empty(W * LANES, dtype=np.uint64)
+    for i in range(W):
+        x = state[i] if i >= 8 else add(state[i], block[i])
+        for l in range(LANES):
+            s[i * LANES + l] = x
+    _permute(s, RC, width)
+    out = np.empty(W, dtype=np.uint64)
+    for i in range(W):
+        out[i] = canonical(s[i * LANES])
+    return out
+
+
+@njit(nogil=True, cache=True)
+def absorb_block_avx512(state, block):
+    return _absorb(state, block, 8)
+
+
+@njit(nogil=True, cache=True)
+def absorb_block_avx2(state, block):
+    return _absorb(state, block, 4)
+
+
 @njit(nogil=True, cache=True)
 def permute_many_avx512(s, rounds):
     """Permute the lane state `rounds` times (the permutation alone, for `bench --profile`)."""
@@ -395,4 +421,5 @@ def permute_many_avx2(s, rounds):
         _permute(s, RC, 4)
 
 
-__all__ = ["LANES", "permute_many_avx2", "permute_many_avx512", "scan_segment_avx2", "scan_segment_avx512"]
+__all__ = ["LANES", "absorb_block_avx2", "absorb_block_avx512", "permute_many_avx2", "permute_many_avx512",
+           "scan_segment_avx2", "scan_segment_avx512"]
