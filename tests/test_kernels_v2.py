@@ -236,7 +236,7 @@ def test_forcing_a_kernel_the_host_cannot_run_is_refused():
 
 def test_a_kernel_of_the_other_proof_of_work_is_refused_before_anything_starts():
     assert kernel_problem("cpu-fast-v2", "ifma8") == "engine cpu-fast-v2 runs the kernels v2-avx512, v2-avx2, v2-lanes8, not ifma8"
-    assert kernel_problem("cpu-fast", "v2-avx2") == "engine cpu-fast runs the kernels ifma8, lanes8, not v2-avx2"
+    assert kernel_problem("cpu-fast", "v2-avx2") == "engine cpu-fast runs the kernels ifma8, avx2x8, lanes8, not v2-avx2"
     assert kernel_problem("cpu-fast-v2", "v2-lanes8") is None and kernel_problem("cpu-baseline-v2", "ifma8") is None
     with pytest.raises(ValueError, match=r"^unknown kernel 'ifma8' for cpu-fast-v2 \(choose from auto, v2-avx512, "):
         FastV2Engine.for_host("ifma8")

@@ -26,7 +26,7 @@ POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node pro
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # Kernels `MINER_KERNEL` may force, fastest first: cpu-fast's (QPoW v1) and cpu-fast-v2's (QPoW v2); "auto"
 # picks, for the engine in use, the fastest that the host supports and that passes its self-test on it
-V1_KERNELS = ("ifma8", "lanes8")
+V1_KERNELS = ("ifma8", "avx2x8", "lanes8")
 V2_KERNELS = ("v2-avx512", "v2-avx2", "v2-lanes8")
 KERNEL_NAMES = ("auto", *V1_KERNELS, *V2_KERNELS)
 KERNELS_OF_ENGINE = {"cpu-fast": V1_KERNELS, "cpu-fast-v2": V2_KERNELS}

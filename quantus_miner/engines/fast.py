@@ -17,7 +17,7 @@ import numpy as np
 from ..core import qpow
 from ..core.config import V1_KERNELS
 from ..core.outcomes import ChunkOutcome, ConsensusError, verified
-from . import ifma, kernels, limbs
+from . import avx2, ifma, kernels, limbs
 from .base import BENCH_HEADER, PreparedJob
 from .isa import host_features, host_isa
 
@@ -38,14 +38,15 @@ class KernelSpec:
     @property
     def label(self) -> str:
         m = self.module
-        isa = "avx512ifma" if "avx512ifma" in self.requires else host_isa()
+        isa = "avx512ifma" if "avx512ifma" in self.requires else "avx2" if self.requires == ("avx2",) else host_isa()
         return f"{self.name}-{m.LIMB_BITS}bit-{isa}"
 
     def missing(self, features: frozenset[str]) -> list[str]:
         return [f for f in self.requires if f not in features]
 
 
-SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "lanes8": KernelSpec("lanes8", kernels)}
+SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "avx2x8": KernelSpec("avx2x8", avx2, avx2.REQUIRES),
+         "lanes8": KernelSpec("lanes8", kernels)}
 assert tuple(SPECS) == KERNELS
 
 
