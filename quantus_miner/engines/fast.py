@@ -1,7 +1,8 @@
 """cpu-fast: Numba lane kernels chosen per host, with exact handling of range edges and the saturated tail.
 
-Kernels, fastest first: `ifma8` (`ifma`: LLVM vector IR, AVX-512 IFMA, 52-bit limbs) and
-`lanes8` (`kernels`: generated scalar code LLVM vectorises, 29-bit limbs; runs anywhere).
+Kernels, fastest first: `ifma8` (`ifma`: LLVM vector IR, AVX-512 IFMA, 52-bit limbs), `avx2x8`
+(`avx2`: LLVM vector IR on `<4 x i64>`, 29-bit limbs, AVX2) and `lanes8` (`kernels`: generated
+scalar code LLVM vectorises, 29-bit limbs; runs anywhere).
 `auto` takes the first whose host features are present *and* whose known-answer self-test
 passes at warm-up on this host; a kernel that fails is skipped with a logged warning.
 """
