@@ -1,9 +1,10 @@
 """cpu-fast-v2's explicit-vector kernels: Poseidon2 over Goldilocks in `<8 x i64>` (AVX-512F) or `<4 x i64>` (AVX2).
 
 The scalar kernel (`kernels_v2`) leaves vectorisation to LLVM's loop vectoriser, which keeps the
-state in memory between steps. Here the permutation is straight-line LLVM vector IR (through Numba
-intrinsics, as `ifma`): the 12 state elements of a group of nonce streams are 12 vectors held in
-registers across all 30 rounds, the S-boxes and both linear layers included.
+state in memory between steps. Here the permutation is LLVM vector IR (through Numba intrinsics, as
+`ifma`): the 12 state elements of a group of nonce streams are 12 vectors held in registers across
+all 30 rounds, the S-boxes and both linear layers included; each round is straight-line code and the
+rounds are IR loops (`_Goldilocks._loop`: compiles in 1-2 s, runs as fast as fully unrolled code).
 
 Goldilocks (p = 2^64 - 2^32 + 1) in vector code, every value any u64 (x mod p is meant):
 - a 64x64 -> 128-bit product from four 32x32 -> 64-bit multiplies (`vpmuludq`; LLVM selects it for
