@@ -120,14 +120,6 @@ class _Goldilocks:
         lh = b.mul(xl, xh)
         return self.reduce(*self._combine(b.mul(xl, xl), lh, lh, b.mul(xh, xh)))
 
-    def add(self, x, y):
-        """x + y for any u64 x, y: a carry of 2^64 = EPS, and adding it can carry once more."""
-        b = self.b
-        eps = self.c(EPS)
-        s = b.add(x, y)
-        s2 = b.select(b.icmp_unsigned("<", s, x), b.add(s, eps), s)
-        return b.select(b.icmp_unsigned("<", s2, s), b.add(s2, eps), s2)
-
     def add_small(self, x, y):
         """x + y for y < p (a constant): after a carry s < p - 1, so adding EPS cannot carry again."""
         b = self.b
@@ -144,14 +136,6 @@ class _Goldilocks:
         x2 = self.square(x)
         x4 = self.square(x2)
         return self.mul(self.mul(x2, x), x4)
-
-    def _mat4(self, a, b, c, d):
-        # [[2,3,1,1],[1,2,3,1],[1,1,2,3],[3,1,1,2]] with 8 additions and 2 doublings (Plonky3)
-        add = self.add
-        t01, t23 = add(a, b), add(c, d)
-        t0123 = add(t01, t23)
-        t01123, t01233 = add(t0123, b), add(t0123, d)
-        return add(t01123, t01), add(t01123, add(c, c)), add(t01233, t23), add(t01233, add(a, a))
 
     @staticmethod
     def _linear_exact(x, add):
