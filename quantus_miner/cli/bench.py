@@ -34,9 +34,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--profile", action="store_true",
-                   help="also measure the kernel's halves alone on one thread: hashing (absorb + Keccak + compare) "
-                        "and stepping (Montgomery multiply), and the scan kernel alone, per CPU-second "
-                        "(each for --seconds, at most 1 s)")
+                   help="also measure, on one thread per CPU-second (each for --seconds, at most 1 s), the kernel's "
+                        "parts alone and the scan kernel alone: cpu-fast's hashing (absorb + Keccak + compare) and "
+                        "stepping (Montgomery multiply) halves; cpu-fast-v2's Poseidon2 permutation")
     p.add_argument("--nonces", type=positive_int, default=None,
                    help="with --cluster: mine nonces 1..N at threshold 0 to exhaustion (exact count) "
                         "instead of for --seconds")
@@ -97,7 +97,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             else:
                 print(f"{measured}, cancel latency {report['cancel_latency_ms']:.2f} ms; "
                       f"{report['cpu_hash_rate'] / 1e6:.3f} M nonces per CPU-second of a worker")
-            if "profile" in report:
+            if "profile" in report and "permutation_rate" in report["profile"]:
+                prof = report["profile"]
+                ceiling = prof["permutation_rate"] / 2  # about 2 permutations per nonce (midstate + lazy squeeze)
+                print(f"profile, per CPU-second of one thread: permutation alone {prof['permutation_rate'] / 1e6:.3f} M/s "
+                      f"(ceiling {ceiling / 1e6:.3f} M nonces/s at 2 per nonce), whole kernel "
+                      f"{prof['kernel_rate'] / 1e6:.3f} M nonces/s ({prof['kernel_rate'] / ceiling:.0%} of the ceiling)")
+            elif "profile" in report:
                 prof = report["profile"]
                 print(f"profile, per CPU-second of one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, "
                       f"stepping half {prof['step_rate'] / 1e6:.3f} M/s, whole kernel "

@@ -24,8 +24,12 @@ ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  #
 POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
 POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
-# cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
-KERNEL_NAMES = ("auto", "ifma8", "lanes8")
+# Kernels `MINER_KERNEL` may force, fastest first: cpu-fast's (QPoW v1) and cpu-fast-v2's (QPoW v2); "auto"
+# picks, for the engine in use, the fastest that the host supports and that passes its self-test on it
+V1_KERNELS = ("ifma8", "avx2x8", "lanes8")
+V2_KERNELS = ("v2-avx512", "v2-avx2", "v2-lanes8")
+KERNEL_NAMES = ("auto", *V1_KERNELS, *V2_KERNELS)
+KERNELS_OF_ENGINE = {"cpu-fast": V1_KERNELS, "cpu-fast-v2": V2_KERNELS}
 MIN_JOB_RETENTION_S = 5.0  # ten of the node's 500 ms polls: a found nonce is always seen before it goes
 SCHEDULER_SCHEMES = ("tcp", "tls")
 
@@ -217,7 +221,7 @@ SETTINGS = (
             "the node's miner-auth-token file", CONNECT),
     Setting("tls_cert_sha256_file", "--tls-cert-sha256-file", "MINER_TLS_CERT_SHA256_FILE", str,
             "the node's miner-tls-cert-sha256 file: the pinned certificate hash", CONNECT),
-    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL | {"worker"}),
+    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast / cpu-fast-v2 kernel (default auto)", ALL | {"worker"}),
     Setting("max_connections", "--max-connections", "MINER_MAX_CONNECTIONS", _connections,
             "most open connections on the API port; at the cap the quietest one is closed (default 512)"),
     Setting("idle_timeout_s", "--idle-timeout-s", "MINER_IDLE_TIMEOUT_S", _timeout,
