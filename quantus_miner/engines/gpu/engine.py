@@ -107,6 +107,12 @@ class GpuEngine:
         """One label per device in use: `gpu<i>` (metric label values, bounded by the devices present)."""
         return [f"gpu{d.index}" for d in self.devices]
 
+    def for_slot(self, slot: int) -> SlotEngine:
+        """This engine bound to device `slot` mod the device count: an executor's slot `slot` searches there."""
+        if not self.devices:
+            self.warm_up()
+        return SlotEngine(self, self.devices[slot % len(self.devices)])
+
     def _bound(self) -> Device:
         dev = getattr(self._local, "device", None)
         if dev is None:
@@ -182,6 +188,21 @@ class GpuEngine:
         expected = ChunkOutcome(hi - lo + 1) if want is None else \
             ChunkOutcome(want - lo + 1, self.verify(header, bound, want))
         return None if got == expected else f"range [{lo:#x}, {hi:#x}] bound {bound:#x}: got {got}, want {expected}"
+
+
+@attrs.define
+class SlotEngine:
+    """A GPU engine pinned to one device (one executor slot); otherwise the engine itself."""
+
+    engine: GpuEngine
+    dev: Device
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        self.engine._local.device = self.dev  # the calling thread searches on this slot's device
+        return self.engine.search(job, start, end, flag)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,4 +377,4 @@ class CudaV2Engine(GpuEngine):
         return qpow2.is_valid(header, nonce, target=bound)
 
 
-__all__ = ["CudaV1Engine", "CudaV2Engine", "Device", "GpuEngine", "LAUNCH_S"]
+__all__ = ["CudaV1Engine", "CudaV2Engine", "Device", "GpuEngine", "LAUNCH_S", "SlotEngine"]
