@@ -9,6 +9,7 @@ kernel reports is re-verified with the reference before it is returned.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -128,8 +129,6 @@ class GpuEngine:
         from numba import cuda
 
         if simulated():
-            import contextlib
-
             return contextlib.nullcontext()
         return cuda.gpus[dev.index]
 
