@@ -134,12 +134,16 @@ class GpuEngine:
 
     def _launch(self, dev: Device, kernel, args, count: int) -> int:
         """One launch over `count` nonces; the lowest hit offset or -1 (measures the device's rate)."""
+        from numba import cuda
+
         from . import kernels
 
-        found = np.full(1, kernels.NOT_FOUND, dtype=np.int64)
         t0 = time.monotonic()
-        kernel[dev.blocks, dev.threads](*args, count, found)  # numpy arguments: copied in and out, synchronously
-        offset = int(found[0])
+        # explicit copies (a few hundred bytes): numba-cuda would warn on every implicit one
+        args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
+        found = cuda.to_device(np.full(1, kernels.NOT_FOUND, dtype=np.int64))
+        kernel[dev.blocks, dev.threads](*args, count, found)
+        offset = int(found.copy_to_host()[0])  # waits for the kernel
         if offset == kernels.NOT_FOUND:
             dev.measured(count, time.monotonic() - t0)
             return -1
