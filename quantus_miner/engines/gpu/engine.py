@@ -20,7 +20,6 @@ import numpy as np
 from ...core import qpow, qpow2
 from ...core.outcomes import ChunkOutcome, ConsensusError, verified, verified_v2
 from ..base import PreparedJob, new_cancel_flag
-from ..limbs import to_be_words
 from . import simulated
 
 log = logging.getLogger("quantus_miner")
@@ -37,6 +36,11 @@ LOW_MASK = (1 << 256) - 1
 
 def _limbs32(x: int) -> np.ndarray:
     return np.array([(x >> (32 * i)) & 0xFFFF_FFFF for i in range(16)], dtype=np.uint64)
+
+
+def to_be_words(x: int) -> np.ndarray:
+    """8 big-endian 64-bit words of a 512-bit integer, most significant first (as the CPU engines' `limbs`)."""
+    return np.array([(x >> (64 * (7 - w))) & ((1 << 64) - 1) for w in range(8)], dtype=np.uint64)
 
 
 def _limbs64(x: int, count: int = 4) -> np.ndarray:
