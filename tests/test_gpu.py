@@ -233,3 +233,21 @@ def test_kernels_compile_to_ptx_for_sm_80_and_sm_90_and_ptxas_reports_no_spills(
         assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
         assert row["registers"] <= 255, row  # docs/gpu.md records the figures
         np.testing.assert_equal(row["stack_frame"], 0)
+
+
+@pytest.mark.parametrize("devices", [["--gpu-devices", "1"], []])
+def test_a_device_failing_its_self_test_is_not_used_and_a_start_without_one_exits_2(devices, monkeypatch, capsys,
+                                                                                     caplog):
+    from quantus_miner.cli import main
+    from quantus_miner.engines.gpu.engine import CudaV2Engine
+
+    monkeypatch.setattr(CudaV2Engine, "self_test", lambda self: "injected: wrong hash")
+    status = main(["mine", "--engine", "gpu-cuda-v2", *devices, "--header", ZERO_HEADER, "--difficulty", "5",
+                   "--json", "--quiet"])
+    assert status == 2
+    err = capsys.readouterr().err
+    if devices:  # forced: the failure itself stops the start
+        assert "gpu-cuda-v2 failed its self-test on device 0 (CUDA simulator): injected: wrong hash" in err
+    else:  # all: the device is dropped with one warning, and with none left the start stops
+        assert "failed its self-test, not used: injected: wrong hash" in caplog.text
+        assert "gpu-cuda-v2: no CUDA device passed the self-test" in err

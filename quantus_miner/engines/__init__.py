@@ -38,13 +38,18 @@ def get_engine(name: str, kernel: str = "auto", gpu_devices: int | None = None) 
     raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINE_NAMES)})")
 
 
-def engine_problem(name: str) -> str | None:
-    """Why engine `name` cannot run in this process (a GPU engine without the extra or a GPU), or None."""
+def engine_problem(name: str, gpu_devices: int | None = None) -> str | None:
+    """Why engine `name` cannot run in this process (a GPU engine without the extra, a GPU, or as many GPUs
+    as `--gpu-devices` asks for), or None."""
     if name not in GPU_ENGINES:
         return None
-    from .gpu import gpu_problem
+    from .gpu import device_count, gpu_problem
 
-    return gpu_problem()
+    if problem := gpu_problem():
+        return problem
+    if gpu_devices is not None and (present := device_count()) < gpu_devices:
+        return f"--gpu-devices {gpu_devices} asks for more CUDA devices than the {present} present"
+    return None
 
 
 def slots(engine: Engine, cores: int) -> int:
