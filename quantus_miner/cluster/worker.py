@@ -60,7 +60,7 @@ async def run_worker(config: ServiceConfig, stop: asyncio.Event, *, ready=None) 
 
 def main(config: ServiceConfig) -> None:
     """Warm the engine, then serve as a Dask worker until SIGINT/SIGTERM (raises `SchedulerUnreachable`)."""
-    tasks.use_kernel(config.kernel)
+    tasks.use_kernel(config.kernel, config.gpu_devices)
     tasks.engine(config.engine)  # compile or load the kernels before the first task arrives
 
     async def amain() -> None:
