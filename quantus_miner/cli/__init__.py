@@ -10,6 +10,7 @@ import sys
 from .. import __version__
 from ..core.outcomes import ConsensusError
 from . import bench, connect, devnet, mine, serve, worker
+from . import signals
 from .signals import exit_status
 
 STOPPED = (exit_status(signal.SIGINT), exit_status(signal.SIGTERM))
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
     except KeyboardInterrupt:  # a Ctrl-C before the command installed its handlers (imports, parsing)
         status = exit_status(signal.SIGINT)
-    if status in STOPPED:
+    if status in STOPPED or signals.stopped_by is not None:
         # stopped by a signal, summary printed: skip interpreter teardown, which after a cold start
         # (Numba's compiler state, a compile abandoned in a thread) can take over a second
         sys.stdout.flush()

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def progress(frontier, elapsed: float) -> None:
         status.update(frontier.tested, elapsed, frontier.share() if finite else None)
 
-    with SignalStop() as stop:
+    with SignalStop(command="mine") as stop:
         engine = get_engine(config.engine, config.kernel, config.gpu_devices)
         try:
             engine.warm_up()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from distributed import Worker
 
 from ..core.config import ServiceConfig
 from . import tasks
+from .tasks import totals  # noqa: F401  (the worker command's summary line)
 
 log = logging.getLogger("quantus_miner.worker")
 
@@ -58,16 +60,23 @@ async def run_worker(config: ServiceConfig, stop: asyncio.Event, *, ready=None) 
         await asyncio.sleep(RECONNECT_PAUSE_S)
 
 
-def main(config: ServiceConfig) -> None:
-    """Warm the engine, then serve as a Dask worker until SIGINT/SIGTERM (raises `SchedulerUnreachable`)."""
+def main(config: ServiceConfig, arm_stop: Callable[[Callable[[], None]], None] | None = None) -> None:
+    """Warm the engine, then serve as a Dask worker until stopped (raises `SchedulerUnreachable`).
+
+    `arm_stop(request_stop)` hands the caller a thread- and signal-safe way to stop the worker (the
+    command's `SignalStop`); without it SIGINT/SIGTERM stop it directly.
+    """
     tasks.use_kernel(config.kernel, config.gpu_devices)
     tasks.engine(config.engine)  # compile or load the kernels before the first task arrives
 
     async def amain() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        if arm_stop is None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        else:
+            arm_stop(lambda: loop.call_soon_threadsafe(stop.set))
         await run_worker(config, stop)
 
     asyncio.run(amain())
