@@ -235,7 +235,7 @@ def test_unknown_kernel_is_refused():
 
 
 def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline, cpu-fast-v2, cpu-baseline-v2\)$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline, cpu-fast-v2, cpu-baseline-v2, gpu-cuda, gpu-cuda-v2\)$"):
         get_engine("gpu")
 
 

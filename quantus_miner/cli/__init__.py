@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .. import __version__
+from ..core.outcomes import ConsensusError
 from . import bench, connect, devnet, mine, serve, worker
 from . import signals
 from .signals import exit_status
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = COMMANDS[args.command].run(args, subs[args.command])
+        try:
+            status = COMMANDS[args.command].run(args, subs[args.command])
+        except* ConsensusError as group:  # e.g. a forced kernel or GPU failed its warm-up self-test
+            print(f"quantus-miner: error: {group.exceptions[0]}", file=sys.stderr)
+            status = 2
     except KeyboardInterrupt:  # a Ctrl-C before the command installed its handlers (imports, parsing)
         status = exit_status(signal.SIGINT)
     if status in STOPPED or signals.stopped_by is not None:

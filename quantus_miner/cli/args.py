@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..core.config import POW_OF_ENGINE, ConfigError, ServiceConfig, resolve, settings_for
-from ..engines import kernel_problem
+from ..engines import engine_problem, kernel_problem
 
 
 def positive_int(text: str) -> int:
@@ -45,6 +45,8 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
         parser.error(str(exc))
     if config.cluster is not None and POW_OF_ENGINE[config.engine] != "v1":
         parser.error(f"--cluster mines QPoW v1 only; --engine={config.engine!r} is a v2 engine")
+    if problem := engine_problem(config.engine, config.gpu_devices):
+        parser.error(f"--engine={config.engine}: {problem}")
     if problem := kernel_problem(config.engine, config.kernel):
         parser.error(f"--kernel/MINER_KERNEL={config.kernel!r}: {problem}")
     return config

@@ -16,7 +16,7 @@ from ..cluster.executor import ClusterExecutor, ClusterUnavailable
 from ..core import qpow
 from ..core.config import ServiceConfig
 from ..core.requests import MineRequest
-from ..engines import Engine, get_engine
+from ..engines import Engine, get_engine, slots
 from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
 from ..engines.local import LocalResult, solve
 from ..service.metrics import MinerMetrics
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_cluster(args, config)
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop(command="bench") as stop:
-        engine = get_engine(config.engine, config.kernel)
+        engine = get_engine(config.engine, config.kernel, config.gpu_devices)
         if args.profile and not hasattr(engine, "profile"):
             parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
         t0 = time.monotonic()
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
             # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
-            result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
+            result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, slots(engine, config.cores), seconds=args.seconds,
+                           flag=flag,
                            on_progress=lambda frontier, elapsed: status.update(frontier.tested, elapsed))
         status.clear()
         latency = None if stop.signum else cancel_latency(engine, stop_flag=flag)
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "warmup_s": warmup_s,
             "cancel_latency_ms": None if latency is None or stop.signum else latency * 1000,
         }
+        if hasattr(engine, "device"):  # a GPU engine: the devices that passed warm-up, one worker each
+            report.update(device=engine.device, devices=slots(engine, config.cores))
         if stop.signum:
             report["stopped"] = stop.name
         elif args.profile:
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.json:
             print(json.dumps(report))
         else:
-            measured = (f"{engine.name} ({engine.kernel}) on {config.cores} core(s): "
+            where = f"{engine.device}" if hasattr(engine, "device") else f"{config.cores} core(s)"
+            measured = (f"{engine.name} ({engine.kernel}) on {where}: "
                         f"{report['hash_rate'] / 1e6:.3f} M nonces/s ({result.hash_count:,} nonces in "
                         f"{result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s")
             if stop.signum:

@@ -147,7 +147,8 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
                                                                           task_status=task_status))
             started.append(running.runtime)
             t0 = trio.current_time()  # the miner's warm-up is not mining time
-            where = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
+            where = f"cluster {config.cluster}" if config.cluster else f"{running.runtime.config.cores} core(s)" \
+                if not hasattr(running.runtime.engine, "device") else running.runtime.engine.device
             print(f"devnet: miner {running.api_url} ({config.engine}, {where}); "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)
@@ -211,10 +212,12 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
                                       tls_cert_sha256_file=str(pin_path))
                 running = await nursery.start(partial(connect_miner, config, registry=CollectorRegistry()))
                 started.append(running)
-                print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {config.cores} core(s); "
+                engine = running.runtime.engine  # a GPU engine: one slot per device (the runtime's config counts them)
+                where = engine.device if hasattr(engine, "device") else f"{config.cores} core(s)"
+                print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {where}; "
                       f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
                 task_status.started(running)
-                rate = (running.runtime.measured_rate or 1000.0) * config.cores
+                rate = (running.runtime.measured_rate or 1000.0) * running.runtime.config.cores
                 difficulty = getattr(args, "start_difficulty", None) or max(1, int(rate * args.block_time))
             t0 = trio.current_time()  # the miner's warm-up is not mining time
 

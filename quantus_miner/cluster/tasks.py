@@ -33,6 +33,7 @@ MAX_STOPS = 64  # per job: when cancelled kernels returned (cancel latency, read
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _kernel = "auto"  # set by `use_kernel` in a `quantus-miner worker` process
+_gpu_devices: int | None = None  # GPU engines: devices to use (None: all); set by `use_kernel` too
 _jobs: OrderedDict[str, WorkerJob] = OrderedDict()
 _cancelled: OrderedDict[str, None] = OrderedDict()
 _stops: OrderedDict[str, tuple[str, list[float]]] = OrderedDict()  # key -> (job id, stop times)
@@ -44,10 +45,10 @@ class WorkerJob:
     flag: np.ndarray
 
 
-def use_kernel(kernel: str) -> None:
-    """The cpu-fast kernel this worker process runs (its own `--kernel`/`MINER_KERNEL`; default auto)."""
-    global _kernel
-    _kernel = kernel
+def use_kernel(kernel: str, gpu_devices: int | None = None) -> None:
+    """The cpu-fast kernel (`--kernel`, default auto) and the GPUs (`--gpu-devices`, default all) of this worker."""
+    global _kernel, _gpu_devices
+    _kernel, _gpu_devices = kernel, gpu_devices
 
 
 def engine(name: str) -> Engine:
@@ -55,7 +56,7 @@ def engine(name: str) -> Engine:
     with _lock:
         found = _engines.get(name)
     if found is None:
-        found = get_engine(name, _kernel)
+        found = get_engine(name, _kernel, _gpu_devices)
         found.warm_up()
         with _lock:
             found = _engines.setdefault(name, found)

@@ -66,7 +66,7 @@ def main(config: ServiceConfig, arm_stop: Callable[[Callable[[], None]], None] |
     `arm_stop(request_stop)` hands the caller a thread- and signal-safe way to stop the worker (the
     command's `SignalStop`); without it SIGINT/SIGTERM stop it directly.
     """
-    tasks.use_kernel(config.kernel)
+    tasks.use_kernel(config.kernel, config.gpu_devices)
     tasks.engine(config.engine)  # compile or load the kernels before the first task arrives
 
     async def amain() -> None:

@@ -17,11 +17,13 @@ from collections.abc import Callable, Mapping
 import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  # `engines.get_engine` builds each
+ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2", "gpu-cuda", "gpu-cuda-v2")  # `engines.get_engine` builds each
+GPU_ENGINES = frozenset({"gpu-cuda", "gpu-cuda-v2"})  # CUDA (the optional `gpu` extra): one executor slot per device
 # The proof of work each engine implements: "v1" (modexp + SHA3-512, the HTTP node of 2025) or
 # "v2" (Poseidon2, the QUIC node since chain v0.10.0). Each engine says so too (`engine.pow`); a test
 # checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
-POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
+POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2",
+                 "gpu-cuda": "v1", "gpu-cuda-v2": "v2"}
 POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # Kernels `MINER_KERNEL` may force, fastest first: cpu-fast's (QPoW v1) and cpu-fast-v2's (QPoW v2); "auto"
@@ -68,6 +70,7 @@ class ServiceConfig:
     cluster_timeout_s: float = 5.0  # bound on connecting to the scheduler
     nthreads: int = attrs.field(factory=lambda: available_cores())  # `worker`: mining threads
     worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
+    gpu_devices: int | None = None  # GPU engines: how many CUDA devices (each one executor slot); None: all
 
 
 def _port(text: str) -> int:
@@ -156,6 +159,23 @@ def scheduler_address(text: str) -> str:
     return f"{scheme}://{rest}"
 
 
+def _gpu_devices(text: str) -> int | None:
+    """`all` (None) or a count of devices.
+
+    >>> _gpu_devices("all"), _gpu_devices("2")
+    (None, 2)
+    """
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a positive integer or 'all'") from None
+    if value < 1:
+        raise ValueError("must be a positive integer or 'all'")
+    return value
+
+
 def _name(text: str) -> str:
     if not text or len(text) > 64 or not all(c.isalnum() or c in "-_." for c in text):
         raise ValueError("must be 1-64 letters, digits, '-', '_' or '.'")
@@ -233,6 +253,9 @@ SETTINGS = (
             "seconds to wait for the Dask scheduler when connecting (default 5)", CLUSTER),
     Setting("nthreads", "--nthreads", "MINER_WORKER_NTHREADS", _positive_int,
             "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
+    Setting("gpu_devices", "--gpu-devices", "MINER_GPU_DEVICES", _gpu_devices,
+            "GPU engines: CUDA devices to mine on, N or all (default all); each is one executor slot, beside "
+            "--cores for CPU engines", ALL | {"worker"}),
     Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
             "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
@@ -287,7 +310,7 @@ def check_pow(engine: str, pows: tuple[str, ...], what: str) -> None:
 
     >>> check_pow("cpu-fast-v2", ("v1",), "serve")
     Traceback (most recent call last):
-    quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline
+    quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline, gpu-cuda
     """
     pow_ = POW_OF_ENGINE[engine]
     if pow_ not in pows:

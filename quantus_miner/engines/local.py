@@ -27,6 +27,8 @@ class LocalResult:
 
 
 def _worker(engine, job, frontier, flag, found, lock, deadline, cpu, index):
+    if hasattr(engine, "for_slot"):  # a GPU engine: worker `index` drives device `index`
+        engine = engine.for_slot(index)
     cpu0 = time.thread_time()
     try:
         _scan(engine, job, frontier, flag, found, lock, deadline)

@@ -106,6 +106,31 @@ class ClusterCollector:
         yield from (connected, workers, threads, chunks, retried, rate, hashes)
 
 
+class DeviceCollector:
+    """GPU engines: per-device families, read at scrape time; one series per device in use (bounded by the
+    devices present, at most `MAX_DEVICE_SERIES`)."""
+
+    def __init__(self, devices: Callable[[], list[tuple[str, str, float]]], kernel: str):
+        self._devices = devices
+        self._kernel = kernel
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rate = GaugeMetricFamily("miner_device_hash_rate", "A GPU's nonces/s: its workers' EMA rates, running jobs",
+                                 labels=["device"])
+        info = GaugeMetricFamily("miner_device_info", "1 per GPU in use: its name and the kernel it runs",
+                                 labels=["device", "name", "kernel"])
+        for label, name, value in self._devices()[:MAX_DEVICE_SERIES]:
+            rate.add_metric([label], value)
+            info.add_metric([label, name, self._kernel], 1.0)
+        yield from (rate, info)
+
+
+MAX_DEVICE_SERIES = 64
+
+
 class MinerMetrics:
     """The miner's metric set on a caller-supplied registry (never the global one)."""
 
@@ -144,6 +169,10 @@ class MinerMetrics:
     def observe_cluster(self, stats: Callable[[], ClusterStats]) -> None:
         """Expose the cluster families (cluster mode only) from whatever `stats()` returns at each scrape."""
         self.registry.register(ClusterCollector(stats))
+
+    def observe_devices(self, devices: Callable[[], list[tuple[str, str, float]]], kernel: str) -> None:
+        """Expose the per-device families (GPU engines only) from whatever `devices()` returns at each scrape."""
+        self.registry.register(DeviceCollector(devices, kernel))
 
     def job_ended(self, engine: str, status: str) -> None:
         self.jobs.labels(status).inc()

@@ -33,7 +33,7 @@ from ..core.config import ServiceConfig
 from ..core.jobs import JobStatus
 from ..core.quic_messages import NewJob, show_id
 from ..core.requests import MineRequest, Refused, usable_job_id
-from ..engines import get_engine
+from ..engines import get_engine, slots
 from ..engines.base import measure_rate
 from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
@@ -126,9 +126,10 @@ async def connect_miner(
     token = tls.read_token_file(config.auth_token_file)
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
     log.info("configuration: %s", describe(config))
-    engine = get_engine(config.engine, config.kernel)
+    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
     # abandoned on cancel: a stop during a first start's compile need not wait for it
     await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
     rate = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     registry = registry if registry is not None else CollectorRegistry()
     metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
@@ -139,6 +140,8 @@ async def connect_miner(
     async with trio.open_nursery() as nursery:
         runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
         await nursery.start(runtime.run)
+        if getattr(engine, "devices", None):  # a GPU engine: per-device series
+            metrics.observe_devices(runtime.device_rates, engine.kernel)
         metrics_url = None
         if metrics_sockets is not None:
             metrics_url = await serve_metrics(nursery, config, metrics, metrics_config, metrics_sockets)

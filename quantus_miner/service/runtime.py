@@ -67,6 +67,7 @@ class RuntimeStatistics:
     jobs_completed: int  # jobs that found a nonce since start
     jobs_ended: int  # jobs that ended since start, any status
     cluster: dict | None = None  # cluster mode: scheduler, connected, workers, threads
+    device: str | None = None  # a GPU engine: its devices in words
 
 
 @attrs.define
@@ -118,10 +119,10 @@ class LocalExecutor:
         # v1: request.threshold is the distance threshold; v2 (connect): it carries the target
         return prepare_job(self.engine, request.header, request.threshold)
 
-    def _search(self, prepared: PreparedJob, lo: int, hi: int, flag: np.ndarray):
+    def _search(self, engine: Engine, prepared: PreparedJob, lo: int, hi: int, flag: np.ndarray):
         with background_priority(self.config.worker_nice):
             t0 = time.monotonic()
-            outcome = self.engine.search(prepared, lo, hi, flag)
+            outcome = engine.search(prepared, lo, hi, flag)
             t1 = time.monotonic()
         return outcome, t1, t1 - t0
 
@@ -129,11 +130,12 @@ class LocalExecutor:
                       part: tuple[int, int], send) -> None:
         cursor, end = part
         size = seed_chunk(self.config.progress_chunk_ms, self.measured_rate)
+        engine = self.engine.for_slot(worker) if hasattr(self.engine, "for_slot") else self.engine  # GPU: a device
         try:
             while cursor <= end:
                 lo, hi = next_chunk(cursor, end, size)
                 async with self._limiter:
-                    outcome, t, busy = await trio.to_thread.run_sync(self._search, prepared, lo, hi, flag)
+                    outcome, t, busy = await trio.to_thread.run_sync(self._search, engine, prepared, lo, hi, flag)
                 cursor = lo + outcome.tested
                 send.send_nowait(Progress(job.job_id, worker, outcome.tested, t, busy, outcome.found,
                                           finished=cursor > end and outcome.found is None))
@@ -229,7 +231,22 @@ class MinerRuntime:
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.executor.capacity(),
                                  len(self._table.running()), len(self._table), self.hashes,
-                                 self.jobs_completed, self.jobs_ended, self.executor.health())
+                                 self.jobs_completed, self.jobs_ended, self.executor.health(),
+                                 getattr(self.engine, "device", None))
+
+    def device_rates(self) -> list[tuple[str, str, float]]:
+        """A GPU engine's devices as (label, name, nonces/s summed over running jobs' workers on it); else [].
+
+        Worker w of a job runs on device w mod the device count (`GpuEngine.for_slot`): bounded by the devices.
+        """
+        devices = getattr(self.engine, "devices", None) or []
+        rates = [0.0] * len(devices)
+        for snap in self.snapshots() if devices else ():
+            if snap.status is JobStatus.RUNNING:
+                for w in snap.workers:
+                    if w.rate is not None and not w.finished:
+                        rates[w.worker % len(devices)] += w.rate
+        return [(f"gpu{d.index}", d.label, rate) for d, rate in zip(devices, rates)]
 
     async def wait_settled(self, job_id: str) -> None:
         """Wait until every worker thread of `job_id` has returned (at once if it already has)."""

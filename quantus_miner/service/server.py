@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from ..cluster.executor import ClusterExecutor, ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import DEFAULT_WINDOWS
-from ..engines import get_engine
+from ..engines import get_engine, slots
 from ..engines.base import measure_rate
 from .api import BODY_TIMEOUT_S, create_app
 from .connections import ConnectionGuard, QuietApp, connection_cap, raise_fd_limit, serve_http
@@ -124,9 +124,10 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
     # interval hands it back to the event loop quickly, keeping the node's polls fast.
     sys.setswitchinterval(GIL_SWITCH_S)
-    engine = get_engine(config.engine, config.kernel)
+    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
     # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
     await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
     probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     registry = registry if registry is not None else CollectorRegistry()
     _, fd_limit = raise_fd_limit()
@@ -161,6 +162,8 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
             await nursery.start(executor.run)
         runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic, executor=executor)
         await nursery.start(runtime.run)
+        if getattr(engine, "devices", None):  # a GPU engine: per-device series
+            metrics.observe_devices(runtime.device_rates, engine.kernel)
         app = create_app(runtime, runtime.metrics)
         await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), api_config,
                                     api_sockets, api_guard))
@@ -172,7 +175,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
             nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
                                                sample_s=speed_sample_s))
         where = (f"the Dask cluster at {config.cluster} ({executor.capacity()} thread(s) now)" if executor
-                 else f"{config.cores} core(s)")
+                 else engine.device if hasattr(engine, "device") else f"{config.cores} core(s)")
         # the probe only sizes first chunks: 0.1 s on one thread near nonce 2^511, cold caches, no
         # neighbours; said so, lest it be read as the mining rate (the speed line gives that)
         log.info("ready: engine %s (%s) on %s; warm-up probe %.0f nonces/s on one core near nonce "
