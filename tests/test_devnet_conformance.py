@@ -153,3 +153,10 @@ async def test_the_same_seed_twice_against_one_miner_passes_with_fresh_job_ids(n
             assert result.returncode == 0, result.stderr.decode()
             ids.append({s.job_id for s in running.runtime.snapshots()})
         assert len(ids[1] - ids[0]) >= 2  # a probe and a block job, none reused
+
+
+def test_a_deeply_nested_body_is_no_body_not_a_traceback():
+    """200,000 nested '[' from a miner under test: the node takes no such body; no RecursionError escapes."""
+    from quantus_miner.devnet.simulator import _body
+
+    assert _body(httpx.Response(200, content=b"[" * 200_000)) is None

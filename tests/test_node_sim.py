@@ -72,6 +72,7 @@ CASES = {
     "boolean hash_count": (result(hash_count=True), "dropped"),
     "no elapsed_time": (result(elapsed_time=...), "dropped"),
     "string elapsed_time": (result(elapsed_time="1"), "dropped"),
+    "elapsed_time past f64 (10**400)": (result(elapsed_time=10**400), "dropped"),
     "negative miner_id": (result(miner_id=-1), "dropped"),
     "Ready again": ({"Ready": {"token": "x"}}, "unexpected"),
     "Ready without token": ({"Ready": {}}, "dropped"),

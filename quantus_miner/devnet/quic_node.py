@@ -15,6 +15,7 @@ import collections
 import hmac
 import itertools
 import logging
+import math
 import os
 import secrets
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from ..quic.transport import ALPN, ConnectionClosed, QuicStreamConnection
 log = logging.getLogger("quantus_miner.devnet.quic_node")
 
 MAX_RECORDS = 1000  # verdicts and seals kept (the simulator runs for hours in a devnet)
+MAX_ENDED = 100  # connection records kept once ended (reconnects must not grow the table)
 
 Verify = Callable[[bytes, int, int], bool]
 
@@ -107,10 +109,19 @@ def parse_result_as_node(body: Any) -> tuple[str, str, str | None, int, float]:
     field("nonce", lambda v: isinstance(v, str), "a string or null", optional=True)
     work = field("work", lambda v: isinstance(v, str), "a string or null", optional=True)
     hash_count = field("hash_count", u64, "an unsigned 64-bit integer")
-    elapsed = field("elapsed_time", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-                    "a number")
+    elapsed = field("elapsed_time", _finite_number, "a number")
     field("miner_id", u64, "an unsigned 64-bit integer or null", optional=True)
     return status, job_id, work, hash_count, float(elapsed)
+
+
+def _finite_number(v: object) -> bool:
+    """serde's f64: a JSON number that fits (an integer literal such as 1e400 written out does not)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def seal_of(work: str | None) -> tuple[int | None, str]:
@@ -231,6 +242,10 @@ class NodeSim:
         finally:
             rec.ended = True
             rec.end_reason = conn.peer_close_reason or conn.close_reason or conn.local_close_reason
+            ended = [r for r in self.miners if r.ended]
+            if len(ended) > MAX_ENDED:
+                gone = {r.id for r in ended[:-MAX_ENDED]}
+                self.miners = [r for r in self.miners if r.id not in gone]
             self._changed()
 
     async def _authenticate(self, conn: QuicStreamConnection, rec: MinerRecord) -> bool:
@@ -266,6 +281,7 @@ class NodeSim:
                     sent_version = self._job_version
                     await conn.send(self._job_msg)
                     rec.jobs_sent.append(str(self.current_job_id))
+                    del rec.jobs_sent[:-MAX_RECORDS]
                     self._changed()
                     continue
                 await change.wait()
