@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import partial
 
 import h11
+import httpx
 import pytest
 import trio
 
