@@ -141,14 +141,19 @@ async def test_bench_profile_of_an_engine_without_halves_exits_2():
     assert "--profile: engine cpu-baseline has no separate halves to measure" in result.stderr.decode()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--cluster", "tcp://127.0.0.1:1", "--engine", "cpu-fast-v2"],
-     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
-    (["devnet", "--network", "2026", "--cluster", "tcp://127.0.0.1:1"],
-     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
+@pytest.mark.parametrize("args", [
+    ["bench", "--engine", "cpu-fast-v2"],
+    ["devnet", "--network", "2026"],
+    ["connect", "--node-addr", "127.0.0.1:1", "--auth-token-file", "/nonexistent", "--tls-cert-sha256-file", "/x"],
 ])
-async def test_the_cluster_refuses_v2_work_before_connecting(args, message):
-    with trio.fail_after(60):
-        result = await run(*args)
-    assert result.returncode == 2
-    assert message in result.stderr.decode()
+async def test_the_cluster_takes_v2_work_and_an_unreachable_scheduler_exits_2(args, tmp_path):
+    # QPoW v2 on the cluster (issue 18): no longer refused; the scheduler's absence is the error
+    if args[0] == "connect":  # readable credentials, so the scheduler is what fails
+        (tmp_path / "t").write_text("cd" * 32 + "\n")
+        (tmp_path / "p").write_text("ab" * 32 + "\n")
+        args = [*args[:3], "--auth-token-file", str(tmp_path / "t"), "--tls-cert-sha256-file", str(tmp_path / "p")]
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with trio.fail_after(90):
+        result = await run(*args, "--cluster", address, "--cluster-timeout-s", "1", timeout=80)
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert f"quantus-miner: error: cannot reach the Dask scheduler at {address} within 1 s" in result.stderr.decode()

@@ -21,7 +21,7 @@ from quantus_miner.engines import get_engine
 from quantus_miner.engines.base import new_cancel_flag
 from quantus_miner.engines import kernels as lanes8_module
 from quantus_miner.engines.fast import KERNELS, SPECS, FastEngine, KernelSpec, KernelUnavailable, host_features
-from quantus_miner.engines.local import solve
+from quantus_miner.pipeline.solve import solve
 
 MAX = qpow.MAX_U512
 # every cpu-fast kernel this host can run is held to the reference, not just the one `auto` picks

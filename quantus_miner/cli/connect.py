@@ -1,7 +1,8 @@
 """`quantus-miner connect`: mine for a 2026 node (chain v0.10.0+) over QUIC with QPoW v2.
 
 Exit status: 0 after SIGINT/SIGTERM, 1 when the node refuses the token or its certificate does
-not match the pin (permanent: retrying cannot help), 2 for bad arguments or credential files.
+not match the pin (permanent: retrying cannot help), 2 for bad arguments or credential files, or
+an unreachable `--cluster` scheduler.
 Every other failure (node down, network, bad frames) is retried with back-off 1 s -> 30 s.
 """
 
@@ -14,6 +15,7 @@ import sys
 
 import trio
 
+from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..quic.tls import CredentialError
 from ..service.node_client import AuthFailed, PinMismatch, connect_miner
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     failures: list[BaseException] = []
     try:
         trio.run(connect_until_signal, config)
-    except* (CredentialError, BindError, AuthFailed, PinMismatch) as group:
+    except* (CredentialError, BindError, ClusterUnavailable, AuthFailed, PinMismatch) as group:
         failures.extend(group.exceptions)
     if not failures:
         log.info("stopped")

@@ -24,8 +24,9 @@ from ..devnet import chain
 from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator
 from ..cluster.executor import ClusterUnavailable
+from ..service.compose import where
 from ..service.node_client import connect_miner
-from ..service.runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
 from .signals import SignalStop
@@ -112,8 +113,8 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
                                                                           task_status=task_status))
             started.append(running.runtime)
             t0 = trio.current_time()  # the miner's warm-up is not mining time
-            where = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
-            print(f"devnet: miner {running.api_url} ({config.engine}, {where}); "
+            place = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
+            print(f"devnet: miner {running.api_url} ({config.engine}, {place}); "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)
             await NodeSimulator(running.api_url, **sim_kwargs).run()
@@ -138,10 +139,10 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
             config = attrs.evolve(config, node_addr=("127.0.0.1", port), auth_token_file=str(token_path),
                                   tls_cert_sha256_file=str(pin_path))
             running = await nursery.start(partial(connect_miner, config, registry=CollectorRegistry()))
-            print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {config.cores} core(s); "
+            print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {where(config, running.runtime)}; "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)
-            rate = (running.runtime.measured_rate or 1000.0) * config.cores
+            rate = (running.runtime.measured_rate or 1000.0) * max(1, running.runtime.executor.capacity())
             difficulty = max(1, int(rate * args.block_time))
 
             def on_block(block: ChainBlock) -> None:

@@ -16,7 +16,7 @@ from ..core import protocol, qpow2
 from ..core.config import ConfigError, check_pow
 from ..engines import get_engine
 from ..engines.base import new_cancel_flag
-from ..engines.local import LocalResult, solve
+from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = StatusLine("mine", quiet=args.quiet, log_s=config.progress_log_s)
     finite = end - start + 1 < SHARE_SHOWN_BELOW
 
-    def progress(frontier, elapsed: float) -> None:
-        status.update(frontier.tested, elapsed, frontier.share() if finite else None)
+    def progress(tested: int, elapsed: float) -> None:
+        status.update(tested, elapsed, tested / (end - start + 1) if finite else None)
 
     with SignalStop() as stop:
         engine = get_engine(config.engine, config.kernel)

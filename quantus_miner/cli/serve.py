@@ -16,7 +16,7 @@ import trio
 from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
-from ..service.runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
 from .signals import SignalStop

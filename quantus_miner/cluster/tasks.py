@@ -1,7 +1,8 @@
 """What runs on a Dask worker: one chunk of a job's nonce range, with the job prepared once per process.
 
 A chunk task is a plain module-level function, so Dask ships it by reference: the worker imports
-this module and runs the same engine as the local mode. Each worker process keeps a small cache of
+this module and runs the same engine as the local mode, for either proof of work (the task names
+the engine; the service re-verifies every candidate with the matching reference). Each worker process keeps a small cache of
 engines (warmed before the worker takes tasks) and of prepared jobs keyed by the job's cluster key,
 each with the one-byte cancel flag every thread mining that job polls. `cancel(key)` (run on every
 worker with `Client.run`) sets that flag, so the kernels return within milliseconds, and remembers
@@ -32,6 +33,7 @@ MAX_STOPS = 64  # per job: when cancelled kernels returned (cancel latency, read
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_building: dict[str, threading.Lock] = {}
 _kernel = "auto"  # set by `use_kernel` in a `quantus-miner worker` process
 _jobs: OrderedDict[str, WorkerJob] = OrderedDict()
 _cancelled: OrderedDict[str, None] = OrderedDict()
@@ -51,14 +53,19 @@ def use_kernel(kernel: str) -> None:
 
 
 def engine(name: str) -> Engine:
-    """This process's engine `name`, built and warmed (kernels compiled or loaded) on first use."""
+    """This process's engine `name`, built and warmed (kernels compiled or loaded) once, on first use."""
     with _lock:
         found = _engines.get(name)
+        building = _building.setdefault(name, threading.Lock())  # one entry per engine name
     if found is None:
-        found = get_engine(name, _kernel)
-        found.warm_up()
-        with _lock:
-            found = _engines.setdefault(name, found)
+        with building:  # a second caller waits for the first one's compile instead of starting its own
+            with _lock:
+                found = _engines.get(name)
+            if found is None:
+                found = get_engine(name, _kernel)
+                found.warm_up()
+                with _lock:
+                    _engines[name] = found
     return found
 
 

@@ -22,6 +22,10 @@ ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  #
 # "v2" (Poseidon2, the QUIC node since chain v0.10.0). Each engine says so too (`engine.pow`); a test
 # checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
 POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
+# The same kind of engine for the other proof of work: a `quantus-miner worker` warms both, so one
+# cluster serves `serve` (v1) and `connect` (v2) miners alike.
+OTHER_POW_ENGINE = {"cpu-fast": "cpu-fast-v2", "cpu-fast-v2": "cpu-fast", "cpu-baseline": "cpu-baseline-v2",
+                    "cpu-baseline-v2": "cpu-baseline"}
 POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
@@ -171,7 +175,7 @@ ALL = frozenset(COMMANDS) - {"worker"}  # every command that mines in this proce
 MINERS = frozenset({"serve", "devnet", "connect"})  # commands that start the miner runtime
 LOCAL = frozenset({"mine", "bench"})  # commands that mine in this process, without the service
 CONNECT = frozenset({"connect"})
-CLUSTER = frozenset({"serve", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
+CLUSTER = frozenset({"serve", "connect", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
 
 
 @attrs.frozen

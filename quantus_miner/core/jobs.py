@@ -2,14 +2,15 @@
 
 A job is `running` until exactly one transition ends it: `completed` (a valid nonce),
 `failed` (range exhausted, or a worker fault) or `cancelled`. `JobTable.end` is that
-transition; the trio shell calls it and then does the side effects (stop kernels, metrics,
-logs). Workers only produce `Progress` values; everything here runs on one thread.
+transition; the trio shell calls it and then does the side effects (stop kernels, logs).
+Executors only produce `Progress` values, addressed by the job's serial (a job id may be
+reused once forgotten; a serial never is); everything here runs on one thread.
 A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot disagree.
 
 >>> from quantus_miner.core.requests import MineRequest
 >>> table = JobTable(retention_s=300, max_finished=10)
 >>> job = table.add(MineRequest("a", bytes(32), 0, 1, 10), "cpu-fast", workers=1, now=0.0)
->>> job.apply(Progress("a", 0, tested=10, t=1.0, finished=True), alpha=0.2)
+>>> job.apply(Progress(0, 0, tested=10, t=1.0, finished=True), alpha=0.2)
 (10, (<JobStatus.FAILED: 'failed'>, 'range exhausted'))
 >>> table.end(job, JobStatus.FAILED, now=1.0, reason="range exhausted")
 []
@@ -44,17 +45,16 @@ RANGE_EXHAUSTED = "range exhausted"
 
 @attrs.frozen
 class Progress:
-    """One worker's report after one chunk (found or not)."""
+    """One slot's report after one chunk (found or not), addressed by the job's serial."""
 
-    job_id: str
-    worker: int
+    serial: int  # the runtime's number for the job: a late report never lands on a reused job id
+    worker: int  # the slot's index in the job (slots may join while the job runs)
     tested: int
     t: float  # monotonic time the chunk ended, taken in the worker
     busy_s: float = 0.0  # time the chunk ran in its thread
     found: Found | None = None
-    finished: bool = False  # the worker exhausted its part of the range
+    finished: bool = False  # the slot sends no more (no nonces left to take, or its cluster worker left)
     error: str | None = None
-    retired: bool = False  # the slot stops (its cluster worker left, or no nonces remain): no more rate
 
 
 @attrs.frozen
@@ -120,11 +120,6 @@ class Job:
         """Nonces in the job's inclusive range: `hash_count` reaches it exactly when the range is exhausted."""
         return self.request.nonce_end - self.request.nonce_start + 1
 
-    def add_worker(self) -> int:
-        """Add a worker slot (a cluster worker joined mid-job); return its index for `Progress.worker`."""
-        self.workers.append(WorkerState())
-        return len(self.workers) - 1
-
     def apply(self, p: Progress, alpha: float) -> tuple[int, Ending | None]:
         """Count one report; return (nonces counted, the ending it calls for or None).
 
@@ -132,6 +127,8 @@ class Job:
         """
         if not self.running:
             return 0, None
+        while p.worker >= len(self.workers):  # a slot that joined mid-job (bounded by the executor's slots)
+            self.workers.append(WorkerState())
         w = self.workers[p.worker]
         since = w.last_report_at if w.last_report_at is not None else self.started_at
         w.rate = ema(w.rate, instant_rate(p.tested, p.t - since), alpha)
@@ -145,11 +142,9 @@ class Job:
         if p.found is not None:
             self.found = p.found
             return p.tested, (JobStatus.COMPLETED, None)
-        if p.retired or p.finished:
+        if p.finished:
             w.finished = True  # no live rate from here
         if self.hash_count >= self.size:  # counts are exact: every nonce of the range was tested once
-            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
-        if p.finished and all(x.finished for x in self.workers):
             return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
         return p.tested, None
 

@@ -46,3 +46,14 @@ def verified_v2(header: bytes, target: int, nonce: int) -> Found:
     if nonce == 0 or hash_value >= target:
         raise ConsensusError(f"engine reported nonce {nonce:x}, which the reference rejects")
     return Found(nonce, hash_value)
+
+
+def verify(pow_: str, header: bytes, bound: int, nonce: int) -> Found:
+    """Re-check a candidate of either proof of work (`bound`: v1 threshold, v2 target); raise if wrong.
+
+    >>> verify("v2", bytes(32), qpow2.target_of(5000), 7414).nonce
+    7414
+    """
+    if pow_ == "v2":
+        return verified_v2(header, bound, nonce)
+    return verified(qpow.JobContext.from_header(header), bound, nonce)

@@ -1,15 +1,20 @@
-"""Prometheus metrics (docs/metrics.md): service counters plus job series read from job snapshots at scrape time.
+"""Prometheus metrics (docs/metrics.md), pulled at scrape time: the runtime knows nothing of Prometheus.
 
 Job-labelled series come from the runtime's job snapshots on every scrape, so they match
 `/result` exactly, rate series vanish the moment a job or worker ends, and everything about
-a job disappears when the job is forgotten: series stay bounded under endless churn.
+a job disappears when the job is forgotten: series stay bounded under endless churn. The
+runtime's totals (nonces, ended jobs) are read from its `statistics()`; only the HTTP layer
+counts its own requests here.
 
 >>> from prometheus_client import CollectorRegistry
+>>> from quantus_miner.core.config import ServiceConfig
+>>> from quantus_miner.engines import get_engine
+>>> from quantus_miner.pipeline.runtime import MinerRuntime
 >>> registry = CollectorRegistry()
 >>> m = MinerMetrics(registry)
->>> m.observe(lambda: [])
+>>> m.observe(MinerRuntime(ServiceConfig(cores=1), get_engine("cpu-baseline")))
 >>> registry.get_sample_value("miner_active_jobs"), registry.get_sample_value("miner_hashes_total")
-(0, 0.0)
+(0.0, 0.0)
 """
 
 from __future__ import annotations
@@ -20,24 +25,41 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..cluster.executor import ClusterStats
 from ..core.config import ENGINE_NAMES
 from ..core.jobs import END_STATUSES, STATUSES, JobSnapshot, JobStatus
+from ..pipeline.runtime import MinerRuntime, RuntimeStatistics
 
 MINE_RESULTS = ("accepted", "duplicate", "invalid", "error")
 
 
 class JobCollector:
-    """Collects the job-labelled families and the two live gauges from job snapshots."""
+    """Collects the runtime's families: totals from its statistics, job series from its job snapshots."""
 
-    def __init__(self, snapshots: Callable[[], list[JobSnapshot]]):
-        self._snapshots = snapshots
-        self.pinned: list[JobSnapshot] | None = None  # set while a worker thread renders (see `render`)
+    def __init__(self, runtime: MinerRuntime):
+        self._runtime = runtime
+        # set while a worker thread renders (see `render`): state read on the trio thread
+        self.pinned: tuple[RuntimeStatistics, list[JobSnapshot]] | None = None
+
+    def read(self) -> tuple[RuntimeStatistics, list[JobSnapshot]]:
+        return self._runtime.statistics(), self._runtime.metric_snapshots()
 
     def describe(self):
         return []  # families are built from live state at collect time
 
     def collect(self):
+        stats, snapshots = self.pinned if self.pinned is not None else self.read()
+        created = stats.started_at
+        hashes = CounterMetricFamily("miner_hashes", "Nonces tested, all jobs", created=created)
+        hashes.add_metric([], stats.hashes, created=created)
+        jobs = CounterMetricFamily("miner_jobs", "Jobs that reached an end status", labels=["status"])
+        by_engine = CounterMetricFamily("miner_jobs_by_engine", "Jobs that reached an end status, per engine",
+                                        labels=["engine", "status"])
+        engines = dict.fromkeys([*ENGINE_NAMES, *(engine for engine, _ in stats.ended)])
+        for status in END_STATUSES:
+            jobs.add_metric([status], sum(n for (_, s), n in stats.ended.items() if s == status), created=created)
+            for engine in engines:
+                by_engine.add_metric([engine, status], stats.ended.get((engine, str(status)), 0), created=created)
+        yield from (hashes, jobs, by_engine)
         hash_rate = GaugeMetricFamily("miner_hash_rate", "Sum of running jobs' hash rates (nonces/s)")
         active = GaugeMetricFamily("miner_active_jobs", "Jobs in state running")
         job_hashes = CounterMetricFamily("miner_job_hashes", "Nonces tested per job", labels=["engine", "job_id"])
@@ -50,7 +72,7 @@ class JobCollector:
         thread_rate = GaugeMetricFamily("miner_thread_hash_rate", "EMA of the worker's delta rate (nonces/s)",
                                         labels=["engine", "job_id", "thread_id"])
         total_rate, running = 0.0, 0
-        for snap in self.pinned if self.pinned is not None else self._snapshots():
+        for snap in snapshots:
             labels = [snap.engine, snap.job_id]
             job_hashes.add_metric(labels, snap.hash_count)
             for status in STATUSES:
@@ -77,7 +99,7 @@ class ClusterCollector:
     size (and by `MAX_WORKER_SERIES` whatever that is).
     """
 
-    def __init__(self, stats: Callable[[], ClusterStats]):
+    def __init__(self, stats: Callable):  # -> cluster.executor.ClusterStats
         self._stats = stats
 
     def describe(self):
@@ -111,23 +133,15 @@ class MinerMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
-        self.hashes = Counter("miner_hashes", "Nonces tested, all jobs", registry=registry)
-        self.jobs = Counter("miner_jobs", "Jobs that reached an end status", ["status"], registry=registry)
-        self.jobs_by_engine = Counter("miner_jobs_by_engine", "Jobs that reached an end status, per engine",
-                                      ["engine", "status"], registry=registry)
         self.mine_requests = Counter("miner_mine_requests", "/mine outcomes", ["result"], registry=registry)
         self.http_requests = Counter("miner_http_requests", "API requests by route template and status code",
                                      ["endpoint", "code"], registry=registry)
-        for status in END_STATUSES:
-            self.jobs.labels(status)
-            for engine in ENGINE_NAMES:
-                self.jobs_by_engine.labels(engine, status)
         for result in MINE_RESULTS:
             self.mine_requests.labels(result)
 
-    def observe(self, snapshots: Callable[[], list[JobSnapshot]]) -> None:
-        """Expose the job series of whatever `snapshots()` returns at each scrape."""
-        self._collector = JobCollector(snapshots)
+    def observe(self, runtime: MinerRuntime) -> None:
+        """Expose `runtime`'s totals and job series, read at each scrape."""
+        self._collector = JobCollector(runtime)
         self._render_lock = trio.Lock()
         self.registry.register(self._collector)
 
@@ -135,16 +149,12 @@ class MinerMetrics:
         """The exposition: job snapshots taken here on the trio thread (consistent, ~1 ms), the text
         formatted in a worker thread (tens of ms of Python that would otherwise stall the API)."""
         async with self._render_lock:
-            self._collector.pinned = self._collector._snapshots()
+            self._collector.pinned = self._collector.read()
             try:
                 return await trio.to_thread.run_sync(generate_latest, self.registry)
             finally:
                 self._collector.pinned = None
 
-    def observe_cluster(self, stats: Callable[[], ClusterStats]) -> None:
+    def observe_cluster(self, stats: Callable) -> None:
         """Expose the cluster families (cluster mode only) from whatever `stats()` returns at each scrape."""
         self.registry.register(ClusterCollector(stats))
-
-    def job_ended(self, engine: str, status: str) -> None:
-        self.jobs.labels(status).inc()
-        self.jobs_by_engine.labels(engine, status).inc()
