@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sys
 
 import httpx
 import pytest
@@ -157,3 +158,14 @@ async def test_the_cluster_takes_v2_work_and_an_unreachable_scheduler_exits_2(ar
         result = await run(*args, "--cluster", address, "--cluster-timeout-s", "1", timeout=80)
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert f"quantus-miner: error: cannot reach the Dask scheduler at {address} within 1 s" in result.stderr.decode()
+
+
+async def test_a_command_imports_only_what_it_runs():
+    # cli/__init__ imports a command's module when it runs: `mine` loads no web, QUIC or Dask stack
+    with trio.fail_after(60):
+        done = await trio.run_process([sys.executable, "-X", "importtime", "-m", "quantus_miner", "mine", "--help"],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0
+    loaded = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.decode().splitlines()
+              if line.startswith("import time:")}
+    assert not loaded & {"quart", "quart_trio", "hypercorn", "aioquic", "httpx", "distributed"}, loaded

@@ -24,7 +24,6 @@ from .args import add_settings, positive_float, positive_int, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
 
-HELP = "measure nonces per second"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,6 @@ from ..service.node_client import AuthFailed, PinMismatch, connect_miner
 from ..service.server import BindError
 from .args import add_settings, resolve_settings, setup_logging
 
-HELP = "mine for a 2026 node over QUIC (QPoW v2)"
 
 log = logging.getLogger("quantus_miner")
 

@@ -32,7 +32,6 @@ from .args import add_settings, positive_float, positive_int, resolve_settings, 
 from .signals import SignalStop
 from .status import CLEAR
 
-HELP = "mine blocks against a built-in node simulator"
 
 log = logging.getLogger("quantus_miner.devnet")
 

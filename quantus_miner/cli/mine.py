@@ -21,7 +21,6 @@ from .args import add_settings, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
 
-HELP = "solve one job locally"
 
 
 SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a whole 2^512 range never moves)

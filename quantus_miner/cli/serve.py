@@ -21,7 +21,6 @@ from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
 from .signals import SignalStop
 
-HELP = "serve the node's HTTP API (default)"
 
 log = logging.getLogger("quantus_miner")
 

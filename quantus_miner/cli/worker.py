@@ -7,7 +7,6 @@ import sys
 
 from .args import add_settings, resolve_settings, setup_logging
 
-HELP = "mine for `serve --cluster` (QPoW v1) and `connect --cluster` (QPoW v2) miners as a Dask worker"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
