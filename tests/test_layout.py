@@ -156,3 +156,13 @@ def reach(module: str) -> set[str]:
 def test_the_runtime_knows_nothing_of_prometheus():
     # metrics are pulled (issue 18): the module defining the runtime reaches no prometheus_client
     assert "prometheus_client" not in reach("quantus_miner.pipeline.runtime")
+
+
+def test_the_512_bit_bound_is_assigned_once():
+    # issue 18: core/qpow.MAX_U512 is the one definition; everything else imports it
+    pattern = ("(1 << 512) - 1", "2 ** 512 - 1", "2**512 - 1", "(1<<512)-1")
+    sites = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in FILES if p.name != "_generated_kernels.py"
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Assign) and ast.unparse(node.value).replace(" ", "") in
+             {x.replace(" ", "") for x in pattern}]
+    assert sites == ["core/qpow.py:" + sites[0].split(":")[1]] and len(sites) == 1, sites

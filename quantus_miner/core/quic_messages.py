@@ -26,12 +26,13 @@ from typing import Any
 
 import attrs
 
+from .qpow import MAX_U512
+
 MAX_PAYLOAD = 1024
 MESSAGE_TYPES = frozenset({"Ready", "NewJob", "JobResult"})
 JOB_STATUSES = frozenset(
     {"accepted", "running", "completed", "failed", "cancelled", "not_found", "error"}
 )
-U512_MAX = (1 << 512) - 1
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
@@ -239,7 +240,7 @@ class NewJob:
         value = int(difficulty)
         if value == 0:
             raise JobInputError(job_id, "difficulty must be > 0")
-        if value > U512_MAX:
+        if value > MAX_U512:
             raise JobInputError(job_id, "difficulty exceeds U512")
         return cls(job_id, bytes.fromhex(mining_hash), value)
 
@@ -256,7 +257,7 @@ class JobResult:
 
     @nonce.validator
     def _check_nonce(self, _attr: Any, value: int | None) -> None:
-        if value is not None and not (_is_int(value) and 0 <= value <= U512_MAX):
+        if value is not None and not (_is_int(value) and 0 <= value <= MAX_U512):
             raise ValueError("nonce must be an int in U512 range")
 
     @property
