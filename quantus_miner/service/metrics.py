@@ -14,7 +14,7 @@ counts its own requests here.
 >>> m = MinerMetrics(registry)
 >>> m.observe(MinerRuntime(ServiceConfig(cores=1), get_engine("cpu-baseline")))
 >>> registry.get_sample_value("miner_active_jobs"), registry.get_sample_value("miner_hashes_total")
-(0.0, 0.0)
+(0, 0)
 """
 
 from __future__ import annotations
