@@ -154,8 +154,8 @@ def run_cluster(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 async def cluster_bench(config: ServiceConfig, seconds: float, nonces: int | None) -> dict:
     engine = get_engine(config.engine, config.kernel)  # names the workers' engine; nothing runs here
+    executor = await open_executor(config, engine, None)  # raised plainly (not in a group): exit 2
     async with trio.open_nursery() as nursery:
-        executor = await open_executor(config, engine, None)
         runtime, _ = await start_pipeline(nursery, config, engine, None, executor, CollectorRegistry())
         while executor.capacity() == 0:  # a job waits for workers; so does the clock of the benchmark
             await trio.sleep(0.1)
