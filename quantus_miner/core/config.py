@@ -70,67 +70,28 @@ class ServiceConfig:
     worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0-65535")
-    return value
+def _number(kind: Callable[[str], float], ok: Callable[[float], bool], message: str) -> Callable[[str], float]:
+    """A parser of `kind` (int, float) that refuses values failing `ok` with `message`."""
+    def parse(text: str):
+        value = kind(text)
+        if not ok(value):  # NaN fails every comparison: refused too
+            raise ValueError(message)
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise ValueError("must be a number >= 0")
-    return value
-
-
-def _retention(text: str) -> float:
-    value = float(text)
-    if not MIN_JOB_RETENTION_S <= value < float("inf"):
-        raise ValueError(f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
-    return value
-
-
-def _timeout(text: str) -> float:
-    value = float(text)
-    if not 0.1 <= value <= 3600:
-        raise ValueError("must be a number of seconds 0.1-3600")
-    return value
-
-
-def _connections(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65536:
-        raise ValueError("must be an integer 1-65536")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise ValueError("must be a number > 0")
-    return value
-
-
-def _nice(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 19:
-        raise ValueError("must be a nice value 0-19")
-    return value
-
-
-def _alpha(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise ValueError("must be in (0, 1]")
-    return value
+INF = float("inf")
+_port = _number(int, lambda v: 0 <= v <= 65535, "must be a port number 0-65535")
+_positive_int = _number(int, lambda v: v >= 1, "must be a positive integer")
+_non_negative_float = _number(float, lambda v: 0 <= v < INF, "must be a number >= 0")
+_retention = _number(float, lambda v: MIN_JOB_RETENTION_S <= v < INF,
+                     f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
+_timeout = _number(float, lambda v: 0.1 <= v <= 3600, "must be a number of seconds 0.1-3600")
+_connections = _number(int, lambda v: 1 <= v <= 65536, "must be an integer 1-65536")
+_positive_float = _number(float, lambda v: 0 < v < INF, "must be a number > 0")
+_nice = _number(int, lambda v: 0 <= v <= 19, "must be a nice value 0-19")
+_alpha = _number(float, lambda v: 0 < v <= 1, "must be in (0, 1]")
 
 
 def _node_addr(text: str) -> tuple[str, int]:
