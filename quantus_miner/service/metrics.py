@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import trio
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -30,6 +31,58 @@ from ..core.jobs import END_STATUSES, STATUSES, JobSnapshot, JobStatus
 from ..pipeline.runtime import MinerRuntime, RuntimeStatistics
 
 MINE_RESULTS = ("accepted", "duplicate", "invalid", "error")
+
+
+@attrs.frozen
+class Family:
+    """One metric family: the collectors, `describe()`, docs/metrics.md and the tests read this table."""
+
+    name: str  # without `_total`
+    kind: str  # "counter" or "gauge"
+    help: str
+    labels: tuple[str, ...] = ()
+    cluster: bool = False  # cluster mode only
+
+    def new(self, created: float | None = None):
+        """An empty family to add samples to."""
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=self.labels, created=created)
+        return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+
+J, T = ("engine", "job_id"), ("engine", "job_id", "thread_id")
+FAMILIES = {f.name: f for f in (
+    Family("miner_hashes", "counter", "Nonces tested, all jobs"),
+    Family("miner_hash_rate", "gauge", "Sum of running jobs' hash rates (nonces/s)"),
+    Family("miner_jobs", "counter", "Jobs that reached an end status", ("status",)),
+    Family("miner_jobs_by_engine", "counter", "Jobs that reached an end status, per engine", ("engine", "status")),
+    Family("miner_active_jobs", "gauge", "Jobs in state running"),
+    Family("miner_mine_requests", "counter", "/mine outcomes", ("result",)),
+    Family("miner_http_requests", "counter", "API requests by route template and status code", ("endpoint", "code")),
+    Family("miner_job_hashes", "counter", "Nonces tested per job", J),
+    Family("miner_job_hash_rate", "gauge", "Sum of the job's worker EMAs (nonces/s)", J),
+    Family("miner_job_status", "gauge", "1 for the job's current status", (*J, "status")),
+    Family("miner_thread_hashes", "counter", "Nonces tested per worker", T),
+    Family("miner_thread_hash_rate", "gauge", "EMA of the worker's delta rate (nonces/s)", T),
+    Family("miner_cluster_connected", "gauge", "1 while the Dask scheduler answers", cluster=True),
+    Family("miner_cluster_workers", "gauge", "Dask workers in the cluster", cluster=True),
+    Family("miner_cluster_threads", "gauge", "Mining threads of all Dask workers", cluster=True),
+    Family("miner_cluster_chunks", "counter", "Chunk tasks completed on the cluster", cluster=True),
+    Family("miner_cluster_chunks_retried", "counter",
+           "Chunks Dask re-ran on another worker after their worker was lost", cluster=True),
+    Family("miner_cluster_worker_hash_rate", "gauge",
+           "A worker's measured nonces/s (its threads' EMA rate x threads)", ("worker",), cluster=True),
+    Family("miner_cluster_worker_hashes", "counter", "Nonces counted from a worker's chunks", ("worker",),
+           cluster=True),
+)}
+RUNTIME = ("miner_hashes", "miner_jobs", "miner_jobs_by_engine", "miner_hash_rate", "miner_active_jobs",
+           "miner_job_hashes", "miner_job_hash_rate", "miner_job_status", "miner_thread_hashes",
+           "miner_thread_hash_rate")
+CLUSTER = tuple(name for name, f in FAMILIES.items() if f.cluster)
+
+
+def describe(names: tuple[str, ...]) -> list:
+    return [FAMILIES[n].new() for n in names]
 
 
 class JobCollector:
@@ -44,52 +97,39 @@ class JobCollector:
         return self._runtime.statistics(), self._runtime.metric_snapshots()
 
     def describe(self):
-        return []  # families are built from live state at collect time
+        return describe(RUNTIME)
 
     def collect(self):
         stats, snapshots = self.pinned if self.pinned is not None else self.read()
         created = stats.started_at
-        hashes = CounterMetricFamily("miner_hashes", "Nonces tested, all jobs", created=created)
-        hashes.add_metric([], stats.hashes, created=created)
-        jobs = CounterMetricFamily("miner_jobs", "Jobs that reached an end status", labels=["status"])
-        by_engine = CounterMetricFamily("miner_jobs_by_engine", "Jobs that reached an end status, per engine",
-                                        labels=["engine", "status"])
+        f = {name: FAMILIES[name].new(created) for name in RUNTIME}
+        f["miner_hashes"].add_metric([], stats.hashes, created=created)
         engines = dict.fromkeys([*ENGINE_NAMES, *(engine for engine, _ in stats.ended)])
         for status in END_STATUSES:
-            jobs.add_metric([status], sum(n for (_, s), n in stats.ended.items() if s == status), created=created)
+            f["miner_jobs"].add_metric([status], sum(n for (_, s), n in stats.ended.items() if s == status),
+                                       created=created)
             for engine in engines:
-                by_engine.add_metric([engine, status], stats.ended.get((engine, str(status)), 0), created=created)
-        yield from (hashes, jobs, by_engine)
-        hash_rate = GaugeMetricFamily("miner_hash_rate", "Sum of running jobs' hash rates (nonces/s)")
-        active = GaugeMetricFamily("miner_active_jobs", "Jobs in state running")
-        job_hashes = CounterMetricFamily("miner_job_hashes", "Nonces tested per job", labels=["engine", "job_id"])
-        job_rate = GaugeMetricFamily("miner_job_hash_rate", "Sum of the job's worker EMAs (nonces/s)",
-                                     labels=["engine", "job_id"])
-        job_status = GaugeMetricFamily("miner_job_status", "1 for the job's current status",
-                                       labels=["engine", "job_id", "status"])
-        thread_hashes = CounterMetricFamily("miner_thread_hashes", "Nonces tested per worker",
-                                            labels=["engine", "job_id", "thread_id"])
-        thread_rate = GaugeMetricFamily("miner_thread_hash_rate", "EMA of the worker's delta rate (nonces/s)",
-                                        labels=["engine", "job_id", "thread_id"])
+                f["miner_jobs_by_engine"].add_metric([engine, status], stats.ended.get((engine, str(status)), 0),
+                                                     created=created)
         total_rate, running = 0.0, 0
         for snap in snapshots:
             labels = [snap.engine, snap.job_id]
-            job_hashes.add_metric(labels, snap.hash_count)
+            f["miner_job_hashes"].add_metric(labels, snap.hash_count)
             for status in STATUSES:
-                job_status.add_metric([*labels, status], 1.0 if snap.status == status else 0.0)
+                f["miner_job_status"].add_metric([*labels, status], 1.0 if snap.status == status else 0.0)
             for w in snap.workers:
-                thread_hashes.add_metric([*labels, str(w.worker)], w.hashes)
+                f["miner_thread_hashes"].add_metric([*labels, str(w.worker)], w.hashes)
             if snap.status is not JobStatus.RUNNING:
                 continue  # remove-on-end: no rate series for an ended job
             running += 1
             total_rate += snap.rate
-            job_rate.add_metric(labels, snap.rate)
+            f["miner_job_hash_rate"].add_metric(labels, snap.rate)
             for w in snap.workers:
                 if w.rate is not None and not w.finished:
-                    thread_rate.add_metric([*labels, str(w.worker)], w.rate)
-        hash_rate.add_metric([], total_rate)
-        active.add_metric([], running)
-        yield from (hash_rate, active, job_hashes, job_rate, job_status, thread_hashes, thread_rate)
+                    f["miner_thread_hash_rate"].add_metric([*labels, str(w.worker)], w.rate)
+        f["miner_hash_rate"].add_metric([], total_rate)
+        f["miner_active_jobs"].add_metric([], running)
+        yield from f.values()
 
 
 class ClusterCollector:
@@ -103,29 +143,19 @@ class ClusterCollector:
         self._stats = stats
 
     def describe(self):
-        return []
+        return describe(CLUSTER)
 
     def collect(self):
         stats = self._stats()
-        connected = GaugeMetricFamily("miner_cluster_connected", "1 while the Dask scheduler answers")
-        connected.add_metric([], 1.0 if stats.connected else 0.0)
-        workers = GaugeMetricFamily("miner_cluster_workers", "Dask workers in the cluster")
-        workers.add_metric([], stats.worker_count)
-        threads = GaugeMetricFamily("miner_cluster_threads", "Mining threads of all Dask workers")
-        threads.add_metric([], stats.threads)
-        chunks = CounterMetricFamily("miner_cluster_chunks", "Chunk tasks completed on the cluster")
-        chunks.add_metric([], stats.chunks)
-        retried = CounterMetricFamily("miner_cluster_chunks_retried",
-                                      "Chunks Dask re-ran on another worker after their worker was lost")
-        retried.add_metric([], stats.retried)
-        rate = GaugeMetricFamily("miner_cluster_worker_hash_rate",
-                                 "A worker's measured nonces/s (its threads' EMA rate x threads)", labels=["worker"])
-        hashes = CounterMetricFamily("miner_cluster_worker_hashes", "Nonces counted from a worker's chunks",
-                                     labels=["worker"])
+        f = {name: FAMILIES[name].new() for name in CLUSTER}
+        for name, value in (("miner_cluster_connected", 1.0 if stats.connected else 0.0),
+                            ("miner_cluster_workers", stats.worker_count), ("miner_cluster_threads", stats.threads),
+                            ("miner_cluster_chunks", stats.chunks), ("miner_cluster_chunks_retried", stats.retried)):
+            f[name].add_metric([], value)
         for w in stats.workers:
-            rate.add_metric([w.name], w.rate)
-            hashes.add_metric([w.name], w.hashes)
-        yield from (connected, workers, threads, chunks, retried, rate, hashes)
+            f["miner_cluster_worker_hash_rate"].add_metric([w.name], w.rate)
+            f["miner_cluster_worker_hashes"].add_metric([w.name], w.hashes)
+        yield from f.values()
 
 
 class MinerMetrics:
@@ -133,9 +163,9 @@ class MinerMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
-        self.mine_requests = Counter("miner_mine_requests", "/mine outcomes", ["result"], registry=registry)
-        self.http_requests = Counter("miner_http_requests", "API requests by route template and status code",
-                                     ["endpoint", "code"], registry=registry)
+        mine, http = FAMILIES["miner_mine_requests"], FAMILIES["miner_http_requests"]
+        self.mine_requests = Counter(mine.name, mine.help, mine.labels, registry=registry)
+        self.http_requests = Counter(http.name, http.help, http.labels, registry=registry)
         for result in MINE_RESULTS:
             self.mine_requests.labels(result)
 
