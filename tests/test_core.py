@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantus_miner.core.jobs import END_STATUSES, RANGE_EXHAUSTED, JobStatus, JobTable, Progress
+from quantus_miner.core.jobs import END_STATUSES, RANGE_EXHAUSTED, Cause, Ending, JobStatus, JobTable, Progress
 from quantus_miner.core.outcomes import Found
 from quantus_miner.core.partition import Frontier, next_chunk
 from quantus_miner.core.rates import (MAX_CHUNK, MAX_GROWTH, MIN_SEED_CHUNK, MIN_TAIL_CHUNK, ChunkSizer, ema,
@@ -38,8 +38,8 @@ def test_reports_accumulate_and_a_found_nonce_completes_the_job():
     assert [w.rate for w in snap.workers] == [0.5 * 20 + 0.5 * 10, 30.0]  # EMA of each worker's delta rate
     assert snap.rate == 45.0
     counted, ending = job.apply(Progress(0, 1, tested=5, t=3.0, found=Found(7, 1)), alpha=0.5)
-    assert (counted, ending) == (5, (JobStatus.COMPLETED, None))
-    table.end(job, ending[0], 3.0, ending[1])
+    assert (counted, ending, ending.status, ending.reason) == (5, Ending(Cause.FOUND), JobStatus.COMPLETED, None)
+    table.end(job, ending, 3.0)
     snap = job.snapshot(now=99.0)
     assert (snap.status, snap.nonce, snap.hash_count, snap.elapsed_time, snap.rate) == ("completed", 7, 65, 3.0, 0.0)
 
@@ -47,28 +47,34 @@ def test_reports_accumulate_and_a_found_nonce_completes_the_job():
 def test_an_ended_job_counts_nothing_more_and_cannot_end_twice():
     table = JobTable(retention_s=10, max_finished=5)
     job = table.add(request(), "cpu-fast", workers=1, now=0.0)
-    table.end(job, JobStatus.CANCELLED, now=1.0)
+    table.end(job, Ending(Cause.CANCELLED), now=1.0)
     assert job.apply(Progress(0, 0, tested=10, t=1.5), alpha=0.2) == (0, None)  # a chunk that raced the cancel
     assert job.hash_count == 0
     with pytest.raises(ValueError, match=r"^job j already ended as cancelled$"):
-        table.end(job, JobStatus.FAILED, now=2.0)
-    other = table.add(request("k"), "cpu-fast", workers=1, now=0.0)
-    with pytest.raises(ValueError, match=r"^cannot end a job as "):
-        table.end(other, JobStatus.RUNNING, now=1.0)
+        table.end(job, Ending.failed("late"), now=2.0)
+
+
+def test_every_cause_ends_in_an_end_status_with_its_reason():
+    # the core decides every ending: each typed cause maps to exactly one end status (never running)
+    assert {c: (Ending(c, "x").status, Ending(c, "x").reason) for c in Cause} == {
+        Cause.FOUND: (JobStatus.COMPLETED, "x"), Cause.EXHAUSTED: (JobStatus.FAILED, RANGE_EXHAUSTED),
+        Cause.FAILED: (JobStatus.FAILED, "x"), Cause.CANCELLED: (JobStatus.CANCELLED, "x"),
+        Cause.SHUTDOWN: (JobStatus.CANCELLED, "shutdown")}
+    assert {Ending(c).status for c in Cause} == set(END_STATUSES)
 
 
 def test_the_range_is_exhausted_only_when_every_nonce_was_counted():
     job = JobTable(10, 5).add(request(), "cpu-fast", workers=2, now=0.0)
     assert job.apply(Progress(0, 0, tested=50, t=1.0, finished=True), alpha=0.2) == (50, None)
     assert job.apply(Progress(0, 1, tested=50, t=1.0, finished=True), alpha=0.2) == \
-        (50, (JobStatus.FAILED, RANGE_EXHAUSTED))
+        (50, Ending(Cause.EXHAUSTED))
     assert job.snapshot(1.0).rate == 0.0  # finished workers carry no live rate
 
 
 def test_a_worker_error_fails_the_job_with_its_reason():
     job = JobTable(10, 5).add(request(), "cpu-fast", workers=1, now=0.0)
-    assert job.apply(Progress(0, 0, tested=0, t=1.0, error="worker crashed: boom"), alpha=0.2) == \
-        (0, (JobStatus.FAILED, "worker crashed: boom"))
+    counted, ending = job.apply(Progress(0, 0, tested=0, t=1.0, error="worker crashed: boom"), alpha=0.2)
+    assert (counted, ending.status, ending.reason) == (0, JobStatus.FAILED, "worker crashed: boom")
 
 
 def test_duplicate_ids_are_refused_while_the_job_is_retained():
@@ -76,7 +82,7 @@ def test_duplicate_ids_are_refused_while_the_job_is_retained():
     job = table.add(request(), "cpu-fast", workers=1, now=0.0)
     with pytest.raises(DuplicateJob, match=r"^job j already exists$"):
         table.add(request(), "cpu-fast", workers=1, now=0.0)
-    table.end(job, JobStatus.FAILED, now=1.0)
+    table.end(job, Ending(Cause.EXHAUSTED), now=1.0)
     with pytest.raises(DuplicateJob):
         table.add(request(), "cpu-fast", workers=1, now=5.0)
     assert table.expire(now=11.0) == [job]
@@ -87,7 +93,7 @@ def test_retention_counts_from_the_end_and_never_drops_running_jobs():
     table = JobTable(retention_s=10, max_finished=5)
     long_job = table.add(request("long"), "cpu-fast", workers=1, now=0.0)
     running = table.add(request("running"), "cpu-fast", workers=1, now=0.0)
-    table.end(long_job, JobStatus.COMPLETED, now=100.0)  # ran 100 s, far longer than retention
+    table.end(long_job, Ending(Cause.FOUND), now=100.0)  # ran 100 s, far longer than retention
     assert table.expire(now=109.9) == []
     assert table.get("long") is long_job
     assert table.expire(now=110.0) == [long_job]
@@ -98,9 +104,9 @@ def test_retention_counts_from_the_end_and_never_drops_running_jobs():
 def test_the_finished_job_cap_forgets_the_oldest_first():
     table = JobTable(retention_s=1e9, max_finished=2)
     jobs = [table.add(request(f"j{i}"), "cpu-fast", workers=1, now=0.0) for i in range(4)]
-    assert table.end(jobs[0], JobStatus.FAILED, now=1.0) == []
-    assert table.end(jobs[1], JobStatus.FAILED, now=2.0) == []
-    assert table.end(jobs[2], JobStatus.FAILED, now=3.0) == [jobs[0]]
+    assert table.end(jobs[0], Ending(Cause.EXHAUSTED), now=1.0) == []
+    assert table.end(jobs[1], Ending(Cause.EXHAUSTED), now=2.0) == []
+    assert table.end(jobs[2], Ending(Cause.EXHAUSTED), now=3.0) == [jobs[0]]
     assert [j.job_id for j in table] == ["j1", "j2", "j3"]  # j3 runs on, whatever the cap
 
 

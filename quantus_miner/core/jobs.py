@@ -1,8 +1,9 @@
 """The job state machine and the job table (sans-I/O).
 
-A job is `running` until exactly one transition ends it: `completed` (a valid nonce),
-`failed` (range exhausted, or a worker fault) or `cancelled`. `JobTable.end` is that
-transition; the trio shell calls it and then does the side effects (stop kernels, logs).
+A job is `running` until exactly one transition ends it, with a typed cause (`Ending`): found
+(`completed`), exhausted or failed(reason) (`failed`), cancelled or shutdown (`cancelled`). The
+core decides every ending: `Job.apply` turns reports into one, `Ending` maps it to status and
+reason, `JobTable.end` is the transition; the shell only reports events and does the side effects.
 Executors only produce `Progress` values, addressed by the job's serial (a job id may be
 reused once forgotten; a serial never is); everything here runs on one thread.
 A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot disagree.
@@ -10,9 +11,10 @@ A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot 
 >>> from quantus_miner.core.requests import MineRequest
 >>> table = JobTable(retention_s=300, max_finished=10)
 >>> job = table.add(MineRequest("a", bytes(32), 0, 1, 10), "cpu-fast", workers=1, now=0.0)
->>> job.apply(Progress(0, 0, tested=10, t=1.0, finished=True), alpha=0.2)
-(10, (<JobStatus.FAILED: 'failed'>, 'range exhausted'))
->>> table.end(job, JobStatus.FAILED, now=1.0, reason="range exhausted")
+>>> counted, ending = job.apply(Progress(0, 0, tested=10, t=1.0, finished=True), alpha=0.2)
+>>> counted, ending.status, ending.reason
+(10, <JobStatus.FAILED: 'failed'>, 'range exhausted')
+>>> table.end(job, ending, now=1.0)
 []
 >>> job.snapshot(now=5.0).elapsed_time, len(table.expire(now=302.0))
 (1.0, 1)
@@ -41,6 +43,45 @@ class JobStatus(enum.StrEnum):
 STATUSES = tuple(JobStatus)
 END_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 RANGE_EXHAUSTED = "range exhausted"
+
+
+class Cause(enum.Enum):
+    """Why a job ended."""
+
+    FOUND = "found"  # a valid nonce (re-verified)
+    EXHAUSTED = "exhausted"  # every nonce of the range tested, none valid
+    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC job replaced or its connection gone) or a user
+    SHUTDOWN = "shutdown"  # the miner stops
+    FAILED = "failed"  # a fault: an engine crashed, the cluster's scheduler was lost (the detail says)
+
+
+STATUS_OF = {Cause.FOUND: JobStatus.COMPLETED, Cause.EXHAUSTED: JobStatus.FAILED, Cause.FAILED: JobStatus.FAILED,
+             Cause.CANCELLED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
+REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown"}
+
+
+@attrs.frozen
+class Ending:
+    """A job's ending: its cause, and for a failure the reason.
+
+    >>> Ending(Cause.SHUTDOWN).status, Ending(Cause.SHUTDOWN).reason, Ending.failed("boom").reason
+    (<JobStatus.CANCELLED: 'cancelled'>, 'shutdown', 'boom')
+    """
+
+    cause: Cause
+    detail: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str) -> Ending:
+        return cls(Cause.FAILED, reason)
+
+    @property
+    def status(self) -> JobStatus:
+        return STATUS_OF[self.cause]
+
+    @property
+    def reason(self) -> str | None:
+        return REASON_OF.get(self.cause, self.detail)
 
 
 @attrs.frozen
@@ -92,9 +133,6 @@ class WorkerState:
     last_report_at: float | None = None
 
 
-Ending = tuple[JobStatus, str | None]
-
-
 @attrs.define
 class Job:
     request: MineRequest
@@ -138,14 +176,14 @@ class Job:
         w.last_report_at = p.t
         self.hash_count += p.tested
         if p.error is not None:
-            return p.tested, (JobStatus.FAILED, p.error)
+            return p.tested, Ending.failed(p.error)
         if p.found is not None:
             self.found = p.found
-            return p.tested, (JobStatus.COMPLETED, None)
+            return p.tested, Ending(Cause.FOUND)
         if p.finished:
             w.finished = True  # no live rate from here
         if self.hash_count >= self.size:  # counts are exact: every nonce of the range was tested once
-            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
+            return p.tested, Ending(Cause.EXHAUSTED)
         return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:
@@ -208,15 +246,13 @@ class JobTable:
         ended = list(itertools.islice(reversed(self._finished), finished)) if finished > 0 else []
         return self.running() + [self._jobs[job_id] for job_id in reversed(ended)]
 
-    def end(self, job: Job, status: JobStatus, now: float, reason: str | None = None) -> list[Job]:
+    def end(self, job: Job, ending: Ending, now: float) -> list[Job]:
         """The one transition out of `running`; return jobs forgotten to keep at most `max_finished`."""
-        if status not in END_STATUSES:
-            raise ValueError(f"cannot end a job as {status!r}")
         if not job.running:
             raise ValueError(f"job {job.job_id} already ended as {job.status}")
-        job.status = JobStatus(status)
+        job.status = ending.status
         job.ended_at = now
-        job.reason = reason
+        job.reason = ending.reason
         self._finished[job.job_id] = now
         forgotten = []
         while len(self._finished) > self.max_finished:

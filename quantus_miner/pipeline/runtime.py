@@ -20,7 +20,7 @@ import numpy as np
 import trio
 
 from ..core.config import ServiceConfig
-from ..core.jobs import RANGE_EXHAUSTED, Job, JobSnapshot, JobStatus, JobTable, Progress
+from ..core.jobs import Cause, Ending, Job, JobSnapshot, JobTable, Progress
 from ..core.partition import Frontier
 from ..core.requests import MineRequest, TooManyJobs
 from ..engines.base import Engine
@@ -104,7 +104,7 @@ class MinerRuntime:
     def stop_all(self) -> None:
         """Cancel every running job (shutdown): flags first, so threads return within milliseconds."""
         for job in self._table.running():
-            self._end(job, JobStatus.CANCELLED, "shutdown")
+            self._end(job, Ending(Cause.SHUTDOWN))
 
     # -- operations (called on the trio thread; none awaits) -------------------------------------
 
@@ -136,7 +136,7 @@ class MinerRuntime:
         if job is None:
             return None
         if job.running:
-            self._end(job, JobStatus.CANCELLED)
+            self._end(job, Ending(Cause.CANCELLED))
         return job.snapshot(self.clock())
 
     def result(self, job_id: str) -> JobSnapshot | None:
@@ -185,9 +185,9 @@ class MinerRuntime:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> None:
+    def _end(self, job: Job, ending: Ending) -> None:
         """End a job: the core transition, then its side effects, all in one place."""
-        forgotten = self._table.end(job, status, self.clock(), reason)
+        forgotten = self._table.end(job, ending, self.clock())
         shell = self._shells.get(job.job_id)
         if shell is not None:
             shell.feed.flag[0] = 1  # kernels stop within milliseconds
@@ -198,11 +198,11 @@ class MinerRuntime:
                 del self._shells[job.job_id]
         self._ended[job.engine, str(job.status)] += 1
         self.jobs_ended += 1
-        self.jobs_completed += job.status is JobStatus.COMPLETED
+        self.jobs_completed += ending.cause is Cause.FOUND
         for event in self._end_waiters.pop(job.job_id, ()):
             event.set()
-        level = logging.WARNING if status is JobStatus.FAILED and reason != RANGE_EXHAUSTED else logging.INFO
-        log.log(level, "job %s %s%s (%d nonces)", job.job_id, status, f": {reason}" if reason else "",
+        level = logging.WARNING if ending.cause is Cause.FAILED else logging.INFO
+        log.log(level, "job %s %s%s (%d nonces)", job.job_id, job.status, f": {job.reason}" if job.reason else "",
                 job.hash_count)
         for old in forgotten:
             log.debug("job %s forgotten (finished-job cap)", old.job_id)
@@ -214,7 +214,7 @@ class MinerRuntime:
         except Exception as exc:  # a fault fails this job only; the service lives on
             log.exception("job %s crashed", job.job_id)
             if job.running:
-                self._end(job, JobStatus.FAILED, f"job crashed: {exc!r}")
+                self._end(job, Ending.failed(f"job crashed: {exc!r}"))
         finally:
             shell.settled.set()
             # kept until the job ends (its last report may still be in the channel); a forgotten id
@@ -231,7 +231,7 @@ class MinerRuntime:
             counted, ending = job.apply(p, alpha)
             self.hashes += counted
             if ending is not None:
-                self._end(job, *ending)
+                self._end(job, ending)
 
     async def _reaper(self) -> None:
         period = min(1.0, max(self.config.job_retention_s / 4, 0.01))
