@@ -25,7 +25,7 @@ from quantus_miner.core.requests import MineRequest
 from quantus_miner.engines import get_engine
 from quantus_miner.service.compose import open_executor, start_pipeline
 
-from .support import MAX, ZERO_HEADER, Cluster, free_port, run
+from .support import MAX, ZERO_HEADER, Cluster, free_port, mine_body, run
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,7 @@ def first_valid():
 
 
 def body(job_id, threshold, start, end, header=ZERO_HEADER):
-    return {"job_id": job_id, "mining_hash": header, "distance_threshold": str(threshold),
-            "nonce_start": format(start, "0128x"), "nonce_end": format(end, "0128x")}
+    return mine_body(job_id, threshold, start, end, header)
 
 
 async def wait_status(miner, job_id, *statuses):

@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from ..core import qpow
-from ..core.protocol import work_hex
+from ..core.requests import MineRequest, mine_body
 from . import chain
 
 log = logging.getLogger("quantus_miner.devnet")
@@ -145,9 +145,7 @@ class NodeSimulator:
         return max(rate, 1.0)
 
     async def _mine(self, client: httpx.AsyncClient, job_id: str, header: bytes, threshold: int) -> None:
-        r = await client.post("/mine", json={"job_id": job_id, "mining_hash": header.hex(),
-                                             "distance_threshold": str(threshold),
-                                             "nonce_start": work_hex(1), "nonce_end": work_hex(qpow.MAX_NONCE)})
+        r = await client.post("/mine", json=mine_body(MineRequest(job_id, header, threshold, 1, qpow.MAX_NONCE)))
         if r.status_code != 200:
             raise ProtocolError(f"/mine answered {r.status_code}: {r.text}")
         self._current = job_id
