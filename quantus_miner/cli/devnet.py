@@ -18,7 +18,7 @@ import attrs
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..core.config import ConfigError, ServiceConfig, check_pow
+from ..core.config import NETWORKS, ConfigError, Pow, ServiceConfig, check_pow
 from ..core.speed import duration
 from ..devnet import chain
 from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
@@ -37,7 +37,7 @@ log = logging.getLogger("quantus_miner.devnet")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", choices=("2025", "2026"), default="2025",
+    p.add_argument("--network", choices=tuple(NETWORKS), default="2025",
                    help="2025: HTTP node, QPoW v1 (default); 2026: QUIC node (chain v0.10.0), QPoW v2")
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
     p.add_argument("--block-time", type=positive_float, default=10.0, help="target seconds per block (default 10)")
@@ -161,14 +161,15 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
-    v2 = args.network == "2026"
+    network = NETWORKS[args.network]
+    v2 = network.pow is Pow.V2
     if v2 and (args.miner_url or args.network_block_rate):
         parser.error("--network 2026 runs its own miner: --miner-url and --network-block-rate are 2025 only")
-    if v2 and args.engine is None and not os.environ.get("MINER_ENGINE"):
-        args.engine = "cpu-fast-v2"
+    if args.engine is None and not os.environ.get("MINER_ENGINE"):
+        args.engine = network.engine
     config = resolve_settings(args, parser, "devnet")
     try:
-        check_pow(config.engine, ("v2",) if v2 else ("v1",), f"--network {args.network}")
+        check_pow(config.engine, (network.pow,), f"--network {args.network}")
     except ConfigError as exc:
         parser.error(str(exc))
     setup_logging(config.log_level)

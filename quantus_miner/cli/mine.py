@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..core import protocol, qpow2
-from ..core.config import ConfigError, check_pow
+from ..core.config import ConfigError, Pow, check_pow
 from ..engines import get_engine
 from ..engines.base import new_cancel_flag
 from ..pipeline.solve import LocalResult, solve
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.engine = "cpu-fast-v2"
     config = resolve_settings(args, parser, "mine")
     try:
-        check_pow(config.engine, ("v2",) if v2 else ("v1",), "--difficulty" if v2 else "--threshold")
+        check_pow(config.engine, (Pow.V2,) if v2 else (Pow.V1,), "--difficulty" if v2 else "--threshold")
     except ConfigError as exc:
         parser.error(str(exc))
     try:

@@ -11,6 +11,7 @@ A flag beats its environment variable, which beats the default; a bad value rais
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Mapping
 
@@ -18,15 +19,36 @@ import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  # `engines.get_engine` builds each
-# The proof of work each engine implements: "v1" (modexp + SHA3-512, the HTTP node of 2025) or
-# "v2" (Poseidon2, the QUIC node since chain v0.10.0). Each engine says so too (`engine.pow`); a test
-# checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
-POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2"}
+
+
+class Pow(enum.StrEnum):
+    """A proof of work: v1 (modexp + SHA3-512, the HTTP node of 2025), v2 (Poseidon2, the QUIC node since
+    chain v0.10.0). A str enum: an engine that still says "v1" compares equal."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
+# The proof of work each engine implements. Each engine says so too (`engine.pow`); a test checks
+# that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
+POW_OF_ENGINE = {"cpu-fast": Pow.V1, "cpu-baseline": Pow.V1, "cpu-fast-v2": Pow.V2, "cpu-baseline-v2": Pow.V2}
 # The same kind of engine for the other proof of work: a `quantus-miner worker` warms both, so one
 # cluster serves `serve` (v1) and `connect` (v2) miners alike.
 OTHER_POW_ENGINE = {"cpu-fast": "cpu-fast-v2", "cpu-fast-v2": "cpu-fast", "cpu-baseline": "cpu-baseline-v2",
                     "cpu-baseline-v2": "cpu-baseline"}
-POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
+POW_NAMES = {Pow.V1: "QPoW v1 (HTTP node protocol)", Pow.V2: "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
+
+
+@attrs.frozen
+class Network:
+    """A generation of the Quantus network the miner serves."""
+
+    pow: Pow
+    transport: str  # how the node hands out jobs
+    engine: str  # the default engine for it
+
+
+NETWORKS = {"2025": Network(Pow.V1, "HTTP", "cpu-fast"), "2026": Network(Pow.V2, "QUIC", "cpu-fast-v2")}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
 KERNEL_NAMES = ("auto", "ifma8", "lanes8")
@@ -205,8 +227,8 @@ COMMAND_DEFAULTS: dict[str, dict[str, object]] = {
     "connect": {"engine": "cpu-fast-v2"},
 }
 # The proofs of work a command can mine: the HTTP service is the v1 node's, connect the v2 node's.
-POWS_OF_COMMAND = {"serve": ("v1",), "connect": ("v2",), "mine": ("v1", "v2"), "bench": ("v1", "v2"),
-                   "devnet": ("v1", "v2")}
+POWS_OF_COMMAND = {"serve": (Pow.V1,), "connect": (Pow.V2,), "mine": tuple(Pow), "bench": tuple(Pow),
+                   "devnet": tuple(Pow)}
 
 
 class ConfigError(ValueError):
@@ -239,14 +261,14 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
             s = next(s for s in SETTINGS if s.name == name)
             raise ConfigError(f"{s.flag} (or {s.env}) is required")
     config = ServiceConfig(**values)
-    check_pow(config.engine, POWS_OF_COMMAND.get(command, ("v1", "v2")), command)
+    check_pow(config.engine, POWS_OF_COMMAND.get(command, tuple(Pow)), command)
     return config
 
 
-def check_pow(engine: str, pows: tuple[str, ...], what: str) -> None:
+def check_pow(engine: str, pows: tuple[Pow, ...], what: str) -> None:
     """Refuse an engine whose proof of work `what` (a command) cannot use.
 
-    >>> check_pow("cpu-fast-v2", ("v1",), "serve")
+    >>> check_pow("cpu-fast-v2", (Pow.V1,), "serve")
     Traceback (most recent call last):
     quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from . import qpow, qpow2
+from .config import Pow
 
 
 class ConsensusError(RuntimeError):
@@ -48,12 +49,12 @@ def verified_v2(header: bytes, target: int, nonce: int) -> Found:
     return Found(nonce, hash_value)
 
 
-def verify(pow_: str, header: bytes, bound: int, nonce: int) -> Found:
+def verify(pow_: Pow, header: bytes, bound: int, nonce: int) -> Found:
     """Re-check a candidate of either proof of work (`bound`: v1 threshold, v2 target); raise if wrong.
 
-    >>> verify("v2", bytes(32), qpow2.target_of(5000), 7414).nonce
+    >>> verify(Pow.V2, bytes(32), qpow2.target_of(5000), 7414).nonce
     7414
     """
-    if pow_ == "v2":
+    if pow_ == Pow.V2:
         return verified_v2(header, bound, nonce)
     return verified(qpow.JobContext.from_header(header), bound, nonce)
