@@ -1,4 +1,4 @@
-"""This machine's threads as an executor: one slot per core, each chunk in a thread.
+"""This machine's threads as an executor: one slot per core (or per device), each chunk in a thread.
 
 Every slot runs its chunks in a thread (`trio.to_thread.run_sync`) under the miner-wide
 `CapacityLimiter(cores)`, so concurrent jobs share the cores; the job is prepared once (v1:
@@ -54,9 +54,10 @@ class ThreadDevice:
 
     rate = None  # the executor's warm-up probe seeds the first chunk instead
 
-    def __init__(self, executor: LocalExecutor, prepared: PreparedJob):
+    def __init__(self, executor: LocalExecutor, prepared: PreparedJob, engine: Engine):
         self.executor = executor
         self.prepared = prepared
+        self.engine = engine  # the executor's, or a device's own (an engine with `for_slot`, such as a GPU's)
 
     def alive(self) -> bool:
         return True
@@ -69,7 +70,7 @@ class ThreadDevice:
         ex = self.executor
         with background_priority(ex.config.worker_nice):
             t0, cpu0 = time.monotonic(), time.thread_time()
-            outcome = ex.engine.search(self.prepared, lo, hi, feed.flag)
+            outcome = self.engine.search(self.prepared, lo, hi, feed.flag)
             t1 = time.monotonic()
             ex.cpu_s += time.thread_time() - cpu0  # += from threads: a figure for bench, not a count
         ex.busy_s += t1 - t0
@@ -109,8 +110,10 @@ class LocalExecutor:
         request = feed.request
         # v1: request.threshold is the distance threshold; v2 (connect): it carries the target
         prepared = await trio.to_thread.run_sync(prepare_job, self.engine, request.header, request.threshold)
-        device = ThreadDevice(self, prepared)
         async with trio.open_nursery() as nursery:
-            for slot in range(self.slots(request)):
+            for _ in range(self.slots(request)):
+                slot = feed.new_slot()
+                # device slots: an engine driving several devices hands slot i its own (`for_slot(i)`)
+                engine = self.engine.for_slot(slot) if hasattr(self.engine, "for_slot") else self.engine
                 sizer = ChunkSizer.start(self.config.progress_chunk_ms, probe=self.measured_rate)
-                nursery.start_soon(run_slot, feed, device, sizer, self.capacity, feed.new_slot())
+                nursery.start_soon(run_slot, feed, ThreadDevice(self, prepared, engine), sizer, self.capacity, slot)
