@@ -60,6 +60,8 @@ class ChunkError(RuntimeError):
 
 @attrs.define
 class ClusterWorker:
+    """A Dask worker as the executor knows it: address, name, threads, measured rate, nonces credited."""
+
     address: str
     name: str
     nthreads: int
@@ -69,6 +71,8 @@ class ClusterWorker:
 
 @attrs.frozen
 class WorkerStats:
+    """One worker's figures for the metrics (rate: all its threads)."""
+
     name: str
     nthreads: int
     rate: float  # nonces/s of all its threads, from the measured per-thread rate
@@ -77,6 +81,8 @@ class WorkerStats:
 
 @attrs.frozen
 class ClusterStats:
+    """The cluster as the metrics and bench read it at one moment."""
+
     scheduler: str
     connected: bool
     workers: tuple[WorkerStats, ...]  # at most MAX_WORKER_SERIES of them

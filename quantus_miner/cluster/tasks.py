@@ -42,6 +42,8 @@ _stops: OrderedDict[str, tuple[str, list[float]]] = OrderedDict()  # key -> (job
 
 @attrs.define
 class WorkerJob:
+    """A job prepared in this worker process, with the cancel flag its kernels poll."""
+
     prepared: PreparedJob
     flag: np.ndarray
 

@@ -63,6 +63,8 @@ def available_cores() -> int:
 
 @attrs.frozen
 class ServiceConfig:
+    """Every setting of every command, resolved (flag > env > default); see `SETTINGS`."""
+
     host: str = "127.0.0.1"
     port: int = 9833
     cores: int = attrs.field(factory=lambda: available_cores())
@@ -163,6 +165,8 @@ CLUSTER = frozenset({"serve", "connect", "devnet", "bench", "worker"})  # comman
 
 @attrs.frozen
 class Setting:
+    """One row of the settings table: the config field, its flag and env twin, parser, help, commands."""
+
     name: str  # ServiceConfig field
     flag: str
     env: str
@@ -232,6 +236,8 @@ POWS_OF_COMMAND = {"serve": (Pow.V1,), "connect": (Pow.V2,), "mine": tuple(Pow),
 
 
 class ConfigError(ValueError):
+    """A bad setting; the message names the flag or variable at fault."""
+
     pass
 
 

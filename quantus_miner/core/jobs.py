@@ -34,6 +34,8 @@ from .requests import DuplicateJob, MineRequest
 
 
 class JobStatus(enum.StrEnum):
+    """A job's status as /result and the metrics show it."""
+
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -100,6 +102,8 @@ class Progress:
 
 @attrs.frozen
 class WorkerSnapshot:
+    """One slot's figures in a `JobSnapshot`."""
+
     worker: int
     hashes: int
     rate: float | None  # EMA of the worker's delta rate; None before its first report
@@ -111,6 +115,8 @@ class WorkerSnapshot:
 
 @attrs.frozen
 class JobSnapshot:
+    """A job as of one moment: what /result, the QUIC result and the metrics are built from."""
+
     job_id: str
     engine: str
     status: JobStatus
@@ -125,6 +131,8 @@ class JobSnapshot:
 
 @attrs.define
 class WorkerState:
+    """One slot's running figures inside a `Job`."""
+
     hashes: int = 0
     rate: float | None = None
     reports: int = 0
@@ -135,6 +143,8 @@ class WorkerState:
 
 @attrs.define
 class Job:
+    """One job: its request, status, exact count and per-slot rates (changed only by `apply` and `JobTable.end`)."""
+
     request: MineRequest
     engine: str
     started_at: float

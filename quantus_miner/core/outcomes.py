@@ -21,6 +21,8 @@ class ConsensusError(RuntimeError):
 
 @attrs.frozen
 class Found:
+    """A valid nonce, re-verified with the reference."""
+
     nonce: int
     distance: int  # QPoW v1: the nonce's distance; QPoW v2: its pow hash (valid iff hash < target)
 

@@ -31,6 +31,8 @@ def new_cancel_flag() -> np.ndarray:
 
 @attrs.frozen
 class PreparedJob:
+    """A job's per-job constants, made once by `Engine.prepare` and shared by every chunk."""
+
     ctx: Any  # v1: qpow.JobContext; v2: the engine's per-job context (header, midstate)
     threshold: int  # v1: the distance threshold; v2: the target
     constants: Any = None  # engine-specific
@@ -49,11 +51,17 @@ class Engine(Protocol):
     kernel: str
     pow: Pow
 
-    def prepare(self, ctx: Any, threshold: int) -> PreparedJob: ...  # v1: JobContext; v2: header bytes
+    def prepare(self, ctx: Any, threshold: int) -> PreparedJob:
+        """Per-job constants (v1: from a `JobContext`; v2: from the header bytes); see `prepare_job`."""
+        ...
 
-    def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome: ...
+    def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """Test nonces start..end (one chunk) until a valid one, the end, or `flag[0]` is set; exact count."""
+        ...
 
-    def warm_up(self) -> None: ...
+    def warm_up(self) -> None:
+        """Compile or load every kernel, so the first job does not wait for it."""
+        ...
 
 
 def prepare_job(engine: Engine, header: bytes, bound: int) -> PreparedJob:

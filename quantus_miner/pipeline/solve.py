@@ -26,6 +26,8 @@ LOCAL_CHUNK_MS = 100  # mine/bench chunks: keeps progress lively and a deadline 
 
 @attrs.frozen
 class LocalResult:
+    """What `solve` did: the find if any, exact count, time, and where a stopped search resumes."""
+
     found: Found | None
     hash_count: int
     elapsed_time: float
