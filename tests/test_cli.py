@@ -116,11 +116,13 @@ async def test_mine_json_completed_failed_and_bad_arguments():
         "status": "failed", "nonce": None, "work": None, "distance": None, "hash_count": 1000,
         "elapsed_time": 0, "engine": "cpu-baseline", "cores": 1}
 
-    for bad in (["--header", "zz"], ["--threshold", str(2**512)], ["--start", "5", "--end", "4"]):
+    for bad, message in ((["--header", "zz"], "--header must be exactly 64 hex characters"),
+                         (["--threshold", str(2**512)], "--threshold must be a decimal integer below 2^512"),
+                         (["--start", "5", "--end", "4"], "--start must be <= --end")):
         args = {"--header": "00" * 32, "--threshold": "1"}
         args.update(dict(zip(bad[::2], bad[1::2])))
         result = await run("mine", *[x for kv in args.items() for x in kv])
-        assert result.returncode == 2, bad
+        assert result.returncode == 2 and f"quantus-miner mine: error: {message}" in result.stderr.decode(), bad
 
 
 async def test_bench_json_names_the_kernel_that_ran_and_profiles_its_halves():

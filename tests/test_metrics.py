@@ -29,6 +29,9 @@ def test_the_family_table_the_collectors_and_the_docs_agree():
                   (kind, tuple(re.findall(r"`([a-z_]+)`", labels))) for name, kind, labels in rows}
     assert documented == {n: (f.kind, f.labels) for n, f in FAMILIES.items()}
     assert TYPES["miner_hashes"] == "counter" and LABELS["miner_thread_hashes"] == {"engine", "job_id", "thread_id"}
+    dashboards = " ".join(p.read_text() for p in (DOCS.parents[1] / "grafana").rglob("*.json"))
+    used = {re.sub(r"_total$", "", name) for name in re.findall(r"\b(miner_[a-z_]+)", dashboards)}
+    assert used and used <= set(FAMILIES), used - set(FAMILIES)  # the dashboards chart only families of the table
 
 
 def families(text: str) -> dict:
