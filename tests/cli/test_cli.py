@@ -16,7 +16,7 @@ import trio
 from quantus_miner.core import qpow
 from quantus_miner.core.config import ConfigError, resolve
 
-from .support import MAX, free_port, mine_body, run
+from ..support import MAX, free_port, mine_body, run
 
 @pytest.mark.parametrize("args, env, message", [
     (["--progress-chunk-ms", "0"], {}, "--progress-chunk-ms='0' must be a positive integer"),

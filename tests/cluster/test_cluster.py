@@ -25,7 +25,7 @@ from quantus_miner.core.requests import MineRequest
 from quantus_miner.engines import get_engine
 from quantus_miner.service.compose import open_executor, start_pipeline
 
-from .support import MAX, ZERO_HEADER, Cluster, free_port, mine_body, run
+from ..support import MAX, ZERO_HEADER, Cluster, free_port, mine_body, run
 
 
 @pytest.fixture(scope="module")

@@ -240,7 +240,7 @@ def test_committed_kernels_match_their_generator():
     import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("gen_kernels", root / "scripts" / "gen_kernels.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)

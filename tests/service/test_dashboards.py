@@ -18,9 +18,9 @@ import pytest
 import trio
 import yaml
 
-from .support import EASY, Cluster, free_port
+from ..support import EASY, Cluster, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 PROM = GRAFANA / "prometheus"
 NAMES = ["miner-dashboard.json", "engines-comparison-dashboard.json", "instances-comparison-dashboard.json"]

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import EASY, MAX
+from ..support import EASY, MAX
 
 from quantus_miner.service.metrics import FAMILIES
 
@@ -20,7 +20,7 @@ from quantus_miner.service.metrics import FAMILIES
 LABEL_FREE = {n: f.kind for n, f in FAMILIES.items() if not f.labels and not f.cluster}
 TYPES = {n: f.kind for n, f in FAMILIES.items() if not f.cluster}
 LABELS = {n: set(f.labels) for n, f in FAMILIES.items() if f.labels and not f.cluster}
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 def test_the_family_table_the_collectors_and_the_docs_agree():
