@@ -13,6 +13,7 @@ import signal
 import sys
 
 from .. import __version__
+from . import signals
 from .signals import exit_status
 
 STOPPED = (exit_status(signal.SIGINT), exit_status(signal.SIGTERM))
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         status = command_module(args.command).run(args, subs[args.command])
     except KeyboardInterrupt:  # a Ctrl-C before the command installed its handlers (imports, parsing)
         status = exit_status(signal.SIGINT)
-    if status in STOPPED:
+    if status in STOPPED or signals.stopped_by is not None:
         # stopped by a signal, summary printed: skip interpreter teardown, which after a cold start
         # (Numba's compiler state, a compile abandoned in a thread) can take over a second
         sys.stdout.flush()

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.cluster is not None:
         return run_cluster(args, config)
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
-    with SignalStop() as stop:
+    with SignalStop(command="bench") as stop:
         engine = get_engine(config.engine, config.kernel)
         if args.profile and not hasattr(engine, "profile"):
             parser.error(f"--profile: engine {engine.name} has no separate halves to measure")

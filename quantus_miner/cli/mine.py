@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def progress(tested: int, elapsed: float) -> None:
         status.update(tested, elapsed, tested / (end - start + 1) if finite else None)
 
-    with SignalStop() as stop:
+    with SignalStop(command="mine") as stop:
         engine = get_engine(config.engine, config.kernel)
         try:
             engine.warm_up()

@@ -1,7 +1,8 @@
 """`quantus-miner serve` (also bare `quantus-miner`): serve the node's HTTP API until SIGINT/SIGTERM.
 
 The first signal cancels every job (kernel flags first) and stops the servers, logs one summary
-line and exits 130 (SIGINT) or 143 (SIGTERM); a second signal exits at once.
+line and exits 0 after SIGTERM (a daemon's graceful stop) or 130 after SIGINT; a second signal
+exits at once (see `signals`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     failures: list[OSError] = []
     started: list[MinerRuntime] = []
     t0 = time.monotonic()
-    with SignalStop(on_signal=lambda signum: None) as stop:  # armed once trio runs
+    with SignalStop(on_signal=lambda signum: None, command="serve") as stop:  # armed once trio runs
         try:
             trio.run(serve_until_stopped, config, stop, started)
         except* (BindError, ClusterUnavailable) as group:

@@ -1,6 +1,15 @@
 """Stopping on SIGINT and SIGTERM: the first signal stops the command cleanly, a second exits at once.
 
-Shells expect 128 + the signal number as the exit status: 130 after Ctrl-C, 143 after SIGTERM.
+The one exit-status policy for every command (README, "What you see in a terminal"):
+
+| command | graceful stop by SIGTERM | by SIGINT (Ctrl-C) | a second signal |
+|---|---|---|---|
+| daemons: `serve`, `connect`, `worker` | 0 | 130 | 128 + signal, at once |
+| one-shot: `mine`, `bench`, `devnet` | 143 | 130 | 128 + signal, at once |
+
+A service manager stops a daemon with SIGTERM, and that stop is a success (systemd, like nginx,
+Prometheus and hypercorn, then records the unit as stopped, not failed). A one-shot command stopped
+before it finished did not do its job, and shells expect 128 + the signal number for that.
 """
 
 from __future__ import annotations
@@ -12,11 +21,31 @@ from collections.abc import Callable
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+DAEMONS = frozenset({"serve", "connect", "worker"})
+ONE_SHOT = frozenset({"mine", "bench", "devnet"})
+
+#: the signal that stopped this process gracefully, if any (`cli.main` then skips interpreter teardown)
+stopped_by: int | None = None
+
+
 def exit_status(signum: int) -> int:
-    """>>> exit_status(signal.SIGINT), exit_status(signal.SIGTERM)
+    """128 + the signal number: a one-shot command's status, and every command's after a second signal.
+
+    >>> exit_status(signal.SIGINT), exit_status(signal.SIGTERM)
     (130, 143)
     """
     return 128 + signum
+
+
+def stop_status(command: str, signum: int) -> int:
+    """The exit status after `command` stopped gracefully on `signum` (the table above).
+
+    >>> [stop_status(c, s) for c in ("serve", "mine") for s in (signal.SIGTERM, signal.SIGINT)]
+    [0, 130, 143, 130]
+    """
+    if command in DAEMONS and signum == signal.SIGTERM:
+        return 0
+    return exit_status(signum)
 
 
 class Interrupted(Exception):
@@ -36,7 +65,8 @@ class SignalStop:
     `os._exit`, whatever the command was doing (a wedged shutdown cannot hold the terminal).
     """
 
-    def __init__(self, on_signal: Callable[[int], None] | None = None):
+    def __init__(self, on_signal: Callable[[int], None] | None = None, *, command: str = ""):
+        self.command = command
         self.signum: int | None = None
         self._on_signal = on_signal
         self._previous: dict[int, object] = {}
@@ -60,17 +90,18 @@ class SignalStop:
 
     @property
     def exit_status(self) -> int | None:
-        return None if self.signum is None else exit_status(self.signum)
+        return None if self.signum is None else stop_status(self.command, self.signum)
 
     @property
     def name(self) -> str | None:
         return None if self.signum is None else signal.Signals(self.signum).name
 
     def _handle(self, signum: int, frame) -> None:
+        global stopped_by
         if self.signum is not None:
             os.write(2, f"\r\x1b[K{signal.Signals(signum).name} again: exiting at once\n".encode())
             os._exit(exit_status(signum))
-        self.signum = signum
+        self.signum = stopped_by = signum
         if self._on_signal is None:
             raise Interrupted(signum)
         self._on_signal(signum)

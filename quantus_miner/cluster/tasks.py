@@ -99,6 +99,15 @@ def worker_name() -> str:
     return str(w.name)
 
 
+_totals = [0, 0]  # chunks run and nonces tested by this process (the worker's summary line)
+
+
+def totals() -> tuple[int, int]:
+    """(chunks, nonces) this process has searched."""
+    with _lock:
+        return _totals[0], _totals[1]
+
+
 def run_chunk(key: str, job_id: str, engine_name: str, header: bytes, threshold: int, lo: int, hi: int) -> dict:
     """Search nonces lo..hi of the job `key`; the result is plain data (exact count, nonce or None).
 
@@ -110,6 +119,9 @@ def run_chunk(key: str, job_id: str, engine_name: str, header: bytes, threshold:
     outcome = eng.search(job.prepared, lo, hi, job.flag)
     busy = time.monotonic() - t0
     stopped_at = time.time()
+    with _lock:
+        _totals[0] += 1
+        _totals[1] += outcome.tested
     if outcome.cancelled or job.flag[0]:
         with _lock:
             _, stops = _stops.setdefault(key, (job_id, []))

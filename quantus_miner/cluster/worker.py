@@ -12,11 +12,13 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from distributed import Worker
 
 from ..core.config import OTHER_POW_ENGINE, ServiceConfig
 from . import tasks
+from .tasks import totals  # noqa: F401  (the worker command's summary line)
 
 log = logging.getLogger("quantus_miner.worker")
 
@@ -59,12 +61,14 @@ async def run_worker(config: ServiceConfig, stop: asyncio.Event, *, ready=None) 
         await asyncio.sleep(RECONNECT_PAUSE_S)
 
 
-def main(config: ServiceConfig) -> None:
-    """Warm the engine, then serve as a Dask worker until SIGINT/SIGTERM (raises `SchedulerUnreachable`).
+def main(config: ServiceConfig, arm_stop: Callable[[Callable[[], None]], None] | None = None) -> None:
+    """Warm the engine, then serve as a Dask worker until stopped (raises `SchedulerUnreachable`).
 
-    Both proofs of work are served: the configured engine is compiled or loaded before the worker
-    registers, its twin for the other one (cpu-fast-v2 for cpu-fast, say) in the background meanwhile
-    (a first chunk of it waits for that, never compiles twice).
+    `arm_stop(request_stop)` hands the caller a thread- and signal-safe way to stop the worker (the
+    command's `SignalStop`); without it SIGINT/SIGTERM stop it directly. Both proofs of work are
+    served: the configured engine is compiled or loaded before the worker registers, its twin for
+    the other one (cpu-fast-v2 for cpu-fast, say) in the background meanwhile (a first chunk of it
+    waits for that, never compiles twice).
     """
     tasks.use_kernel(config.kernel)
     tasks.engine(config.engine)
@@ -74,8 +78,11 @@ def main(config: ServiceConfig) -> None:
     async def amain() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        if arm_stop is None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        else:
+            arm_stop(lambda: loop.call_soon_threadsafe(stop.set))
         await run_worker(config, stop)
 
     asyncio.run(amain())

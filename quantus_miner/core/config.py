@@ -78,7 +78,7 @@ class ServiceConfig:
     worker_nice: int = 0  # mining threads' nice value: higher keeps the API snappier on a busy machine
     max_finished_jobs: int = 1000  # kept for /result
     metrics_finished_jobs: int = 100  # of those, the most recently ended ones exposed in /metrics
-    metrics_cache_s: float = 1.0  # scrapes within this interval share one exposition
+    metrics_cache_s: float = 0.1  # an exposition is reused for at most this long (the freshness bound)
     kernel: str = "auto"
     max_connections: int = 512  # on the API port, within the fd limit (the metrics port holds 8)
     idle_timeout_s: float = 5.0  # an HTTP connection with no traffic either way is closed after this

@@ -55,7 +55,7 @@ class JobInputError(MessageError):
     """
 
     def __init__(self, job_id: str | None, reason: str):
-        super().__init__(f"invalid job {job_id!r}: {reason}")
+        super().__init__(f"invalid job {show_id(job_id) if job_id is not None else '(no string id)'}: {reason}")
         self.job_id = job_id
         self.reason = reason
 
@@ -72,10 +72,48 @@ def encode_frame(msg: dict[str, Any], *, max_payload: int = MAX_PAYLOAD) -> byte
     >>> encode_frame({"Ready": {"token": "x"}})
     b'\\x00\\x00\\x00\\x17{"Ready":{"token":"x"}}'
     """
-    payload = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        payload = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form, and serde_json refuses its escape
+        raise FrameError("message holds a lone surrogate, which has no UTF-8 encoding") from None
     if len(payload) > max_payload:
         raise FrameError(f"frame payload of {len(payload)} bytes exceeds the {max_payload}-byte limit")
     return _LEN.pack(len(payload)) + payload
+
+
+def show_id(job_id: object, limit: int = 64) -> str:
+    """A job id as logged: quoted, control characters and lone surrogates escaped, long ids cut.
+
+    A node chooses its ids; printed raw, a newline in one would forge a log line.
+
+    >>> print(show_id("17"), show_id("a\\nb"), show_id("\\ud800"), show_id("x" * 70, 4))
+    '17' 'a\\nb' '\\ud800' 'xxxx'...(70 chars)
+    """
+    if not isinstance(job_id, str):
+        return f"<{type(job_id).__name__}>"
+    if len(job_id) <= limit:
+        return repr(job_id)
+    return f"{job_id[:limit]!r}...({len(job_id)} chars)"
+
+
+def unanswerable(job_id: str) -> str | None:
+    """Why no JobResult can echo `job_id` (None when one can).
+
+    The node matches results by job id, so an answer under another id is ignored; a result that
+    does not fit the 1024-byte frame, or holds a lone surrogate, ends the node's read loop
+    (serde_json refuses both). Checked against the largest result the miner can send.
+
+    >>> unanswerable("17") is None, unanswerable("\\ud800"), unanswerable("\\x01" * 128)
+    (True, 'it holds a lone surrogate (no UTF-8 form)', 'a JobResult echoing it would exceed the 1024-byte frame limit')
+    """
+    widest = JobResult("completed", job_id, U512_MAX, (1 << 64) - 1, 1.7976931348623157e308)
+    try:
+        encode_frame(widest.to_msg())
+    except FrameError as exc:
+        if "surrogate" in str(exc):
+            return "it holds a lone surrogate (no UTF-8 form)"
+        return f"a JobResult echoing it would exceed the {MAX_PAYLOAD}-byte frame limit"
+    return None
 
 
 def message_type(msg: dict[str, Any]) -> str:
@@ -104,6 +142,10 @@ def check_envelope(msg: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise FrameError(f"{tag} body is not a JSON object")
     return msg
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class FrameDecoder:
@@ -158,8 +200,10 @@ class FrameDecoder:
                 payload = bytes(self._buf[4 : 4 + length])
                 del self._buf[: 4 + length]
                 try:
-                    msg = json.loads(payload)
+                    msg = json.loads(payload, parse_constant=_no_constant)
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise FrameError(f"frame payload is not valid JSON: {exc}") from None
+                except ValueError as exc:  # NaN / Infinity: Python extensions serde_json refuses
                     raise FrameError(f"frame payload is not valid JSON: {exc}") from None
                 yield check_envelope(msg)
         except FrameError as exc:
@@ -229,8 +273,8 @@ class NewJob:
         if not isinstance(body, dict):
             raise JobInputError(None, "NewJob body is not an object")
         job_id = body.get("job_id")
-        if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
-            raise JobInputError(None, "job_id must be a non-empty string (<= 128 chars)")
+        if not isinstance(job_id, str):
+            raise JobInputError(None, "job_id must be a string")
         mining_hash = body.get("mining_hash")
         if not isinstance(mining_hash, str) or not _HEX64.fullmatch(mining_hash):
             raise JobInputError(job_id, "mining_hash must be 64 hex characters")

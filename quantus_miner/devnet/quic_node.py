@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ..core import qpow2
-from ..core.quic_messages import JobResult, MessageError, NewJob, message_type
+from ..core.quic_messages import JobResult, NewJob, message_type, show_id
 from ..quic import tls
 from . import chain
 from ..quic.server import ServerStats, serve
@@ -64,7 +64,64 @@ class MinerRecord:
 class Verdict:
     miner_id: int
     job_id: str | None
-    verdict: str  # accepted | late | stale | ignored | invalid | unexpected
+    verdict: str  # accepted | late | stale | ignored | invalid | unexpected | dropped
+    reason: str = ""
+
+
+class NodeDrop(Exception):
+    """A JobResult the node's serde parse refuses: its read loop ends and the miner is disconnected."""
+
+
+U64_MAX = (1 << 64) - 1
+_STATUSES = ("accepted", "running", "completed", "failed", "cancelled", "not_found", "error")
+
+
+def parse_result_as_node(body: Any) -> tuple[str, str, str | None, int, float]:
+    """(status, job_id, work, hash_count, elapsed_time) as serde reads `MiningResult`; raise NodeDrop.
+
+    Mirrors quantus-miner-api's `MiningResult`: `status` one of the snake_case variants, `job_id` a
+    string, `nonce` and `work` optional strings (null or absent is None; `nonce` is never used),
+    `hash_count` a u64, `elapsed_time` an f64 (an integer is fine), `miner_id` an optional u64
+    (overwritten by the node); unknown fields are ignored. Anything else fails to deserialize.
+    """
+    if not isinstance(body, dict):
+        raise NodeDrop("JobResult is not an object")
+
+    def field(name: str, ok: Callable[[Any], bool], what: str, optional: bool = False) -> Any:
+        if name not in body:
+            if optional:
+                return None
+            raise NodeDrop(f"missing field `{name}`")
+        value = body[name]
+        if optional and value is None:
+            return None
+        if not ok(value):
+            raise NodeDrop(f"`{name}` must be {what}")
+        return value
+
+    def u64(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U64_MAX
+
+    status = field("status", lambda v: v in _STATUSES, "a known status")
+    job_id = field("job_id", lambda v: isinstance(v, str), "a string")
+    field("nonce", lambda v: isinstance(v, str), "a string or null", optional=True)
+    work = field("work", lambda v: isinstance(v, str), "a string or null", optional=True)
+    hash_count = field("hash_count", u64, "an unsigned 64-bit integer")
+    elapsed = field("elapsed_time", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                    "a number")
+    field("miner_id", u64, "an unsigned 64-bit integer or null", optional=True)
+    return status, job_id, work, hash_count, float(elapsed)
+
+
+def seal_of(work: str | None) -> tuple[int | None, str]:
+    """`parse_mining_result`'s seal: `work` hex-decoded to exactly 64 bytes (either case), else why not."""
+    if work is None:
+        return None, "no work"
+    if len(work) % 2 or not all(c in "0123456789abcdefABCDEF" for c in work):
+        return None, "work is not hex"
+    if len(work) != 128:
+        return None, f"work decodes to {len(work) // 2} bytes, not 64"
+    return int(work, 16), ""
 
 
 class NodeSim:
@@ -98,6 +155,7 @@ class NodeSim:
         self.seals: dict[str, tuple[int, int]] = {}  # job_id -> (nonce, miner_id), first wins
         self.accepted: dict[str, JobResult] = {}  # job_id -> the winning result (bounded by jobs set)
         self.current_job: NewJob | None = None
+        self.rejected = 0  # invalid seals and dropped messages (the devnet summary)
         self._job_msg: dict[str, Any] | None = None
         self._job_version = 0
         self._ids = itertools.count(1)
@@ -215,36 +273,52 @@ class NodeSim:
             pass
 
     def _on_message(self, rec: MinerRecord, msg: dict[str, Any]) -> None:
-        verdict, job_id = self._judge(rec, msg)
-        log.debug("miner %d result for job %s: %s", rec.id, job_id, verdict)
-        self.verdicts.append(Verdict(rec.id, job_id, verdict))
+        try:
+            verdict, job_id, reason = self._judge(rec, msg)
+        except NodeDrop as exc:  # the node's read loop ends on a message it cannot deserialize
+            verdict, job_id, reason = "dropped", None, str(exc)
+            rec.close_reason = f"invalid message: {exc}"
+            rec.conn.close("")  # the node drops its handles: the miner sees a close without a reason
+        log.debug("miner %d result for job %s: %s%s", rec.id, show_id(job_id), verdict,
+                  f" ({reason})" if reason else "")
+        self.verdicts.append(Verdict(rec.id, job_id, verdict, reason))
+        if verdict in ("invalid", "dropped"):
+            self.rejected += 1
         self._changed()
 
-    def _judge(self, rec: MinerRecord, msg: dict[str, Any]) -> tuple[str, str | None]:
-        if message_type(msg) != "JobResult":
-            return "unexpected", None
-        try:
-            result = JobResult.from_msg(msg)
-        except MessageError:
-            return "invalid", None
-        rec.results.append(result)
+    def _judge(self, rec: MinerRecord, msg: dict[str, Any]) -> tuple[str, str | None, str]:
+        """Judge a message as `miner_server.rs` and `service.rs::parse_mining_result` do."""
+        kind = message_type(msg)
+        if kind != "JobResult":  # Ready again or NewJob: logged and ignored, if they deserialize
+            fields = ("token",) if kind == "Ready" else ("job_id", "mining_hash", "difficulty")
+            if not all(isinstance(msg[kind].get(f), str) for f in fields):
+                raise NodeDrop(f"{kind} without string field(s) {', '.join(fields)}")
+            return "unexpected", None, kind
+        status, job_id, work, hash_count, elapsed = parse_result_as_node(msg["JobResult"])
+        nonce, why = seal_of(work)
+        rec.results.append(JobResult(status, job_id, nonce, hash_count, elapsed))
+        del rec.results[:-MAX_RECORDS]
         job = self.current_job
-        if result.job_id != self.current_job_id:
-            return "stale", result.job_id
-        if result.status != "completed":
-            return "ignored", result.job_id
-        if job is None or result.nonce is None or result.nonce == 0:
-            return "invalid", result.job_id  # work must decode to 64 bytes; zero nonce refused
+        if job_id != self.current_job_id:
+            return "stale", job_id, ""
+        if status != "completed":
+            return "ignored", job_id, status
+        if nonce is None:
+            return "invalid", job_id, why
+        if job is None:
+            return "invalid", job_id, "not a valid job"
+        if nonce == 0:
+            return "invalid", job_id, "zero nonce"
         if job.job_id in self.seals:
-            return "late", result.job_id
-        if not self.verify(job.mining_hash, result.nonce, job.difficulty):
-            return "invalid", result.job_id
-        self.seals[job.job_id] = (result.nonce, rec.id)
-        self.accepted[job.job_id] = result
+            return "late", job_id, ""
+        if not self.verify(job.mining_hash, nonce, job.difficulty):
+            return "invalid", job_id, "seal does not meet the difficulty"
+        self.seals[job.job_id] = (nonce, rec.id)
+        self.accepted[job.job_id] = rec.results[-1]
         for table in (self.seals, self.accepted):  # an endless devnet keeps the recent ones only
             while len(table) > MAX_RECORDS:
                 del table[next(iter(table))]
-        return "accepted", result.job_id
+        return "accepted", job_id, ""
 
 
 @attrs.frozen

@@ -4,12 +4,20 @@ For each new block it cancels the previous job, submits a fresh UUID job over th
 space (1 .. 2^512 - 1), polls `/result` every 500 ms, and verifies the returned `work` with the
 reference QPoW before importing the block. Optional "network" blocks arrive from elsewhere and
 force a cancel and a new job, as on a live chain.
+
+Answers are judged as the seed-era node's `external_miner_client.rs` judges them: by their JSON
+bodies, whatever the status code (`/mine`: a `MiningResponse` with status `accepted`; `/cancel`:
+`cancelled` or `not_found`; `/result`: a `MiningResult` with every field of the right type, and
+`work` decoding to 64 bytes when `completed`; `nonce` is never read). Anything else is a
+`Disagreement`: one line naming the request, what the node expects and what came back. Job ids
+are random UUIDs on every run, as the node's are (the seed fixes the headers only).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import uuid
 from collections.abc import Callable
 
@@ -63,6 +71,60 @@ class ProtocolError(RuntimeError):
     """The miner answered something the node cannot use."""
 
 
+class Disagreement(ProtocolError):
+    """One request whose answer the node would refuse: `str()` is the one-line verdict."""
+
+    def __init__(self, request: str, expected: str, got: str):
+        super().__init__(f"{request}: the node expects {expected}; got {got}")
+        self.request, self.expected, self.got = request, expected, got
+
+
+STATUSES = ("accepted", "running", "completed", "failed", "cancelled", "not_found", "error")
+U64_MAX = (1 << 64) - 1
+_HEX128 = re.compile(r"[0-9a-fA-F]{128}")  # what Rust's hex::decode turns into 64 bytes
+RESPONSE = 'a JSON MiningResponse {"status": ..., "job_id": "<string>"[, "message": "<string>"]}'
+RESULT = ('a JSON MiningResult {"status", "job_id" (string), "nonce"/"work" (string or null), '
+          '"hash_count" (unsigned integer), "elapsed_time" (number)}')
+
+
+def shown(r: httpx.Response) -> str:
+    """An answer in a verdict: status code and the start of the body, on one line."""
+    text = r.content[:160].decode("utf-8", "replace")
+    return f"{r.status_code} {text!r}" + ("..." if len(r.content) > 160 else "")
+
+
+def _body(r: httpx.Response) -> object:
+    try:
+        return r.json()
+    except ValueError:
+        return None
+
+
+def _is_u64(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U64_MAX
+
+
+def mining_response(r: httpx.Response, request: str) -> dict:
+    """The body as serde reads `MiningResponse` (the status code is not looked at, as by the node)."""
+    body = _body(r)
+    if not (isinstance(body, dict) and body.get("status") in STATUSES and isinstance(body.get("job_id"), str)
+            and (body.get("message") is None or isinstance(body.get("message"), str))):
+        raise Disagreement(request, RESPONSE, shown(r))
+    return body
+
+
+def mining_result(r: httpx.Response, request: str) -> dict:
+    """The body as serde reads `MiningResult`."""
+    body = _body(r)
+    ok = (isinstance(body, dict) and body.get("status") in STATUSES and isinstance(body.get("job_id"), str)
+          and all(body.get(f) is None or isinstance(body.get(f), str) for f in ("nonce", "work"))
+          and _is_u64(body.get("hash_count"))
+          and isinstance(body.get("elapsed_time"), (int, float)) and not isinstance(body.get("elapsed_time"), bool))
+    if not ok:
+        raise Disagreement(request, RESULT, shown(r))
+    return body
+
+
 @attrs.define
 class NodeSimulator:
     miner_url: str
@@ -99,7 +161,8 @@ class NodeSimulator:
             header_now = chain.next_header(header, height, counter)
             if previous_job is not None:
                 await self._cancel(client, previous_job)
-            job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            rng.getrandbits(128)  # the draw that once made the job id: a seed keeps its network-block timing
+            job_id = str(uuid.uuid4())  # fresh on every run, as the node's: the seed fixes the headers only
             await self._mine(client, job_id, header_now, self.stats.threshold)
             previous_job = job_id
             network_at = (trio.current_time() + rng.expovariate(self.network_block_rate)
@@ -112,14 +175,17 @@ class NodeSimulator:
                               last.get("hash_count", 0), last.get("elapsed_time", 0.0), "network",
                               now - last_block_at)
             elif body["status"] == "completed":
-                nonce = self._verified_nonce(header_now, self.stats.threshold, body)
+                nonce = self._verified_nonce(header_now, self.stats.threshold, body, f"GET /result/{job_id}")
                 if nonce is None:
                     self.stats.rejected += 1
                     counter += 1
                     continue
-                block = Block(height, header_now.hex(), self.stats.threshold, body["nonce"], body["work"],
+                block = Block(height, header_now.hex(), self.stats.threshold, format(nonce, "x"), body["work"].lower(),
                               body["hash_count"], body["elapsed_time"], "miner", now - last_block_at)
-            else:  # failed / cancelled / not_found: the node logs it and gives up on the job
+            elif body["status"] in ("accepted", "not_found", "error"):
+                raise Disagreement(f"GET /result/{job_id}", 'status "running" or "completed" for the job it '
+                                   "submitted", f'status {body["status"]!r}')
+            else:  # failed / cancelled: the node logs it and gives up on the job
                 log.error("job %s ended %s; retrying the block", job_id, body["status"])
                 self.stats.rejected += 1
                 counter += 1
@@ -135,7 +201,8 @@ class NodeSimulator:
 
     async def _probe(self, client: httpx.AsyncClient, rng: random.Random) -> float:
         """Measure the miner's hash rate with a threshold-0 job, the way any node-facing miner runs one."""
-        job_id = f"probe-{rng.getrandbits(32):08x}"
+        rng.getrandbits(32)  # as above: the seed's later draws stay what they were
+        job_id = f"probe-{uuid.uuid4().hex[:12]}"
         await self._mine(client, job_id, chain.genesis_header(self.seed), 0)
         await trio.sleep(PROBE_S)
         body = await self._result(client, job_id)
@@ -144,26 +211,36 @@ class NodeSimulator:
         log.info("probe: %.0f nonces/s", rate)
         return max(rate, 1.0)
 
+    @staticmethod
+    async def _send(client: httpx.AsyncClient, method: str, path: str, **kw) -> httpx.Response:
+        try:
+            return await client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise Disagreement(f"{method} {path}", "an HTTP answer",
+                               f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
     async def _mine(self, client: httpx.AsyncClient, job_id: str, header: bytes, threshold: int) -> None:
-        r = await client.post("/mine", json=mine_body(MineRequest(job_id, header, threshold, 1, qpow.MAX_NONCE)))
-        if r.status_code != 200:
-            raise ProtocolError(f"/mine answered {r.status_code}: {r.text}")
+        request = "POST /mine"
+        r = await self._send(client, "POST", "/mine",
+                             json=mine_body(MineRequest(job_id, header, threshold, 1, qpow.MAX_NONCE)))
+        body = mining_response(r, f"{request} (job {job_id})")
+        if body["status"] != "accepted":
+            raise Disagreement(f"{request} (job {job_id})", 'status "accepted"', shown(r))
         self._current = job_id
 
     async def _cancel(self, client: httpx.AsyncClient, job_id: str) -> None:
-        r = await client.post(f"/cancel/{job_id}")
-        if r.status_code not in (200, 404):  # the node treats cancelled and not_found as success
-            raise ProtocolError(f"/cancel answered {r.status_code}: {r.text}")
+        request = f"POST /cancel/{job_id}"
+        r = await self._send(client, "POST", f"/cancel/{job_id}")
+        body = mining_response(r, request)
+        if body["status"] not in ("cancelled", "not_found"):  # both count as cancelled for the node
+            raise Disagreement(request, 'status "cancelled" or "not_found"', shown(r))
         self.stats.cancels += 1
         if self._current == job_id:
             self._current = None
 
     async def _result(self, client: httpx.AsyncClient, job_id: str) -> dict:
-        r = await client.get(f"/result/{job_id}")
-        try:
-            return r.json()
-        except ValueError:
-            return {"status": "unparseable"}
+        request = f"GET /result/{job_id}"
+        return mining_result(await self._send(client, "GET", f"/result/{job_id}"), request)
 
     async def _poll_until_done(self, client: httpx.AsyncClient, job_id: str, network_at: float) -> dict | None:
         while True:
@@ -179,19 +256,16 @@ class NodeSimulator:
                 return body
 
     @staticmethod
-    def _verified_nonce(header: bytes, threshold: int, body: dict) -> int | None:
-        """Decode `work` as the node does (exactly 64 bytes) and verify the seal with the reference."""
-        try:
-            work = bytes.fromhex(body["work"])
-        except (KeyError, TypeError, ValueError):
-            work = b""
-        if len(work) != 64:
-            log.error("work is not 64 bytes: %r", body.get("work"))
-            return None
-        nonce = int.from_bytes(work, "big")
-        if body.get("nonce") != format(nonce, "x"):
-            log.error("nonce %r does not match work", body.get("nonce"))
-            return None
+    def _verified_nonce(header: bytes, threshold: int, body: dict, request: str) -> int | None:
+        """Decode `work` as the node does (hex, exactly 64 bytes; `nonce` is not read) and verify the
+        seal with the reference. A `work` the node cannot decode is a disagreement; a wrong seal is
+        rejected (the node does not import it and mines on)."""
+        work = body.get("work")
+        seal = bytes.fromhex(work) if isinstance(work, str) and _HEX128.fullmatch(work) else b""
+        if len(seal) != 64:
+            raise Disagreement(request, '"work": 128 hex characters (64 bytes) in a "completed" result',
+                               f'"work": {work!r:.160}')
+        nonce = int.from_bytes(seal, "big")
         if not qpow.is_valid(qpow.JobContext.from_header(header), nonce, threshold):
             log.error("seal rejected: nonce %x is not valid for this header and threshold", nonce)
             return None

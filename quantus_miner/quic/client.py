@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ..core.quic_messages import JobInputError, JobResult, NewJob, Ready, message_type
+from ..core.quic_messages import (FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id,
+                                  unanswerable)
 from .transport import ALPN, ConnectError, ConnectionClosed, PinMismatch, QuicStreamConnection, connect
 
 log = logging.getLogger("quantus_miner.quic.client")
@@ -42,26 +43,46 @@ OnNewJob = Callable[[NewJob], Awaitable[JobOutcome | None]]
 StatusHook = Callable[[str, dict[str, Any]], None]
 
 
-class _RecentIds:
-    """Bounded set of job ids already answered (one JobResult per job, across reconnects)."""
+class _Answered:
+    """Bounded memory of the JobResults sent, by job id: one answer per job, across reconnects.
+
+    A node repeats its current job after a reconnect; when that job was already answered (the
+    result may not have reached it before the connection dropped), the stored result is sent
+    again, once, instead of mining the job again. Later repeats are ignored.
+    """
 
     def __init__(self, limit: int):
-        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._results: collections.OrderedDict[str, list] = collections.OrderedDict()  # id -> [result, resent]
         self._limit = limit
 
     def __contains__(self, job_id: str) -> bool:
-        return job_id in self._ids
+        return job_id in self._results
 
-    def add(self, job_id: str) -> None:
-        self._ids[job_id] = None
-        if len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
+    def add(self, result: JobResult) -> None:
+        self._results[result.job_id] = [result, False]
+        if len(self._results) > self._limit:
+            self._results.popitem(last=False)
+
+    def take_resend(self, job_id: str) -> JobResult | None:
+        """The stored result for a repeated job, the first time only (None afterwards)."""
+        entry = self._results[job_id]
+        if entry[1]:
+            return None
+        entry[1] = True
+        return entry[0]
 
 
 @attrs.define
 class _Session:
     jobs_received: int = 0
     reason: str = ""
+    warned: set[str] = attrs.Factory(set)  # kinds of bad input already logged at warning this session
+
+    def warn(self, kind: str, msg: str, *args: Any) -> None:
+        """A warning the first time per connection, debug after: a node's flood cannot flood the log."""
+        level = logging.DEBUG if kind in self.warned else logging.WARNING
+        self.warned.add(kind)
+        log.log(level, msg, *args)
 
 
 async def run_miner_client(
@@ -84,7 +105,7 @@ async def run_miner_client(
     after a session in which the node sent at least one job (i.e. we were authenticated).
     """
     status: StatusHook = on_status or (lambda kind, info: None)
-    answered = _RecentIds(remember_results)
+    answered = _Answered(remember_results)
     delay = backoff[0]
     attempt = 0
     while True:
@@ -110,7 +131,7 @@ async def run_miner_client(
             peer_reason = conn.peer_close_reason or ""
             if "auth" in peer_reason.lower():
                 log.error("node refused authentication (%s); check the token file. Not retrying.",
-                          peer_reason)
+                          _printable(peer_reason))
                 status("stopped", {"reason": peer_reason})
                 raise AuthFailed(peer_reason)
 
@@ -118,7 +139,7 @@ async def run_miner_client(
             delay = backoff[0]  # a real session: start the back-off over
         status("disconnected", {"reason": session.reason, "jobs": session.jobs_received})
         log.warning("connection to node %s:%d ended (%s); reconnecting in %.3g s",
-                    addr[0], addr[1], session.reason, delay)
+                    addr[0], addr[1], _printable(session.reason), delay)
         status("backoff", {"delay": delay})
         await trio.sleep(delay)
         delay = min(delay * 2, backoff[1])
@@ -132,15 +153,26 @@ def _describe_end(conn: QuicStreamConnection) -> str:
     return conn.close_reason or conn.local_close_reason or "closed"
 
 
-async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered: _RecentIds,
+def _printable(text: str, limit: int = 200) -> str:
+    """Text from the node (close reasons) with control characters escaped, for one log line."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
+async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered: _Answered,
                       session: _Session, status: StatusHook) -> None:
-    # Nothing in here raises (except cancellation), so no ExceptionGroup leaves the nursery.
+    """Handle the node's messages until the connection ends.
+
+    Nothing a node sends ends the process from here: every job id is either mined and answered,
+    answered `failed`, re-answered from memory, or skipped with one warning (see docs/quic.md).
+    Nothing in here raises (except cancellation), so no ExceptionGroup leaves the nursery.
+    """
     async with trio.open_nursery() as nursery:
         current: trio.CancelScope | None = None
         async for msg in conn:
             kind = message_type(msg)
             if kind != "NewJob":
-                log.warning("ignoring unexpected %s message from node", kind)
+                session.warn(kind, "ignoring unexpected %s message(s) from node", kind)
                 continue
             session.jobs_received += 1
             if current is not None:
@@ -149,9 +181,23 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
             try:
                 job = NewJob.from_msg(msg)
             except JobInputError as exc:
-                log.warning("%s; answering status 'failed'", exc)
-                if exc.job_id is not None:
+                if exc.job_id is None:
+                    session.warn("no id", "%s; not answered (no job id to echo)", exc)
+                elif (why := unanswerable(exc.job_id)) is not None:
+                    session.warn(why, "%s; not answered: %s", exc, why)
+                elif exc.job_id in answered:
+                    await _answer_repeat(conn, exc.job_id, answered, status)
+                else:
+                    session.warn(exc.reason, "%s; answering status 'failed'", exc)
                     await _send_result(conn, JobResult("failed", exc.job_id), answered, status)
+                continue
+            if (why := unanswerable(job.job_id)) is not None:
+                session.warn(why, "skipping job %s: %s, and the node only accepts a result under its own id",
+                             show_id(job.job_id), why)
+                status("job_skipped", {"job_id": job.job_id, "reason": why})
+                continue
+            if job.job_id in answered:
+                await _answer_repeat(conn, job.job_id, answered, status)
                 continue
             status("job", {"job_id": job.job_id})
             current = trio.CancelScope()
@@ -161,14 +207,27 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
         nursery.cancel_scope.cancel()  # connection gone: stop mining the old job
 
 
+async def _answer_repeat(conn: QuicStreamConnection, job_id: str, answered: _Answered,
+                         status: StatusHook) -> None:
+    """A job already answered: re-send its stored result once (it may have been lost), then ignore it."""
+    stored = answered.take_resend(job_id)
+    if stored is None:
+        log.info("job %s repeated again; its result was already sent twice, ignoring", show_id(job_id))
+        status("job_repeat_ignored", {"job_id": job_id})
+        return
+    log.info("job %s repeated by the node; sending its stored result again instead of mining it",
+             show_id(job_id))
+    await _send_result(conn, stored, answered, status, resend=True)
+
+
 async def _mine(conn: QuicStreamConnection, job: NewJob, scope: trio.CancelScope,
-                on_new_job: OnNewJob, answered: _RecentIds, status: StatusHook) -> None:
+                on_new_job: OnNewJob, answered: _Answered, status: StatusHook) -> None:
     outcome: JobOutcome | None
     with scope:
         try:
             outcome = await on_new_job(job)
         except Exception:
-            log.exception("mining engine failed on job %s", job.job_id)
+            log.exception("mining engine failed on job %s", show_id(job.job_id))
             outcome = JobOutcome(status="error")
     # cancel_called, not cancelled_caught: an outcome that raced with its replacement is stale
     if scope.cancel_called or outcome is None:
@@ -178,16 +237,20 @@ async def _mine(conn: QuicStreamConnection, job: NewJob, scope: trio.CancelScope
     await _send_result(conn, result, answered, status)
 
 
-async def _send_result(conn: QuicStreamConnection, result: JobResult, answered: _RecentIds,
-                       status: StatusHook) -> None:
-    """Send at most one JobResult per job id; a send that fails does not count."""
-    if result.job_id in answered:
-        log.debug("job %s already answered; not sending again", result.job_id)
+async def _send_result(conn: QuicStreamConnection, result: JobResult, answered: _Answered,
+                       status: StatusHook, *, resend: bool = False) -> None:
+    """Send at most one JobResult per job id (plus one re-send); a send that fails does not count."""
+    if result.job_id in answered and not resend:
+        log.debug("job %s already answered; not sending again", show_id(result.job_id))
         return
     try:
         await conn.send(result.to_msg())
     except ConnectionClosed as exc:
-        log.warning("could not send result for job %s: %s", result.job_id, exc)
+        log.warning("could not send result for job %s: %s", show_id(result.job_id), exc)
         return
-    answered.add(result.job_id)
-    status("result_sent", {"job_id": result.job_id, "status": result.status})
+    except FrameError as exc:  # checked before mining; kept so no id can ever end the process
+        log.warning("could not send result for job %s: %s", show_id(result.job_id), exc)
+        return
+    if not resend:
+        answered.add(result)
+    status("result_sent", {"job_id": result.job_id, "status": result.status, "resend": resend})

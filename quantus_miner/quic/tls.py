@@ -1,15 +1,24 @@
 """Certificate, pin and token helpers (the node's files, as the miner reads them).
 
 The node keeps a self-signed certificate for "localhost"; the miner trusts it only through
-the pin file (lowercase hex SHA-256 of the certificate DER). The token file holds 64 hex
-chars plus a newline, mode 0600.
+the pin file (lowercase hex SHA-256 of the certificate DER). The token file holds the node's
+token (64 random hex chars it generates, or any operator-chosen one) plus a newline, mode 0600.
+
+Both files are read as the node (`node/src/miner_server.rs`) and the upstream miner
+(`quic-transport`) read them: the token trimmed, non-empty, at most 512 bytes and small enough
+for a 1024-byte Ready frame; the pin as 64 hex digits in either case, with ':' and whitespace
+ignored (`AB:CD:...` as certificate tools print it).
 
 >>> cert, key = make_self_signed()
 >>> len(cert_sha256(cert))
 64
->>> validate_hex("zz" * 32, 64, "token")
+>>> parse_pin(" AB:CD" + ":ef" * 30 + " ")[:8]
+'abcdefef'
+>>> check_token("operator-chosen-token-1234")
+'operator-chosen-token-1234'
+>>> check_token("")
 Traceback (most recent call last):
-quantus_miner.quic.tls.CredentialError: token is not hexadecimal
+quantus_miner.quic.tls.CredentialError: auth token is empty
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ..core.quic_messages import FrameError, Ready, encode_frame
+
 _HEX = re.compile(r"[0-9a-fA-F]*")
+_PIN_SEPARATORS = re.compile(r"[\s:]+")
+MAX_TOKEN_BYTES = 512  # the node's MAX_AUTH_TOKEN_LEN
 
 
 class CredentialError(ValueError):
@@ -76,6 +89,24 @@ def load_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike):
     return cert, key
 
 
+def write_der(cert_path: str | os.PathLike, key_path: str | os.PathLike,
+              cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    """The node's own form: `miner-tls-cert.der` and `miner-tls-key.der` (PKCS#8), both mode 0600."""
+    _write_private(cert_path, cert_der(cert))
+    _write_private(key_path, key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def load_der(cert_path: str | os.PathLike, key_path: str | os.PathLike):
+    try:
+        cert = x509.load_der_x509_certificate(Path(cert_path).read_bytes())
+        key = serialization.load_der_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise CredentialError(f"cannot load the certificate {os.fspath(cert_path)!r} and key "
+                              f"{os.fspath(key_path)!r}: {exc}; delete both to regenerate") from None
+    return cert, key
+
+
 def _write_private(path: str | os.PathLike, data: bytes) -> None:
     # Create with 0600 directly (no window where the secret is world-readable), and
     # fchmod in case the file already existed with looser permissions.
@@ -94,8 +125,8 @@ def write_pin_file(path: str | os.PathLike, cert: x509.Certificate) -> str:
 
 
 def write_token_file(path: str | os.PathLike, token: str | None = None) -> str:
-    """Write (and return) a token: 64 hex chars + newline, mode 0600. Random if not given."""
-    token = secrets.token_hex(32) if token is None else validate_hex(token, 64, "token")
+    """Write (and return) a token + newline, mode 0600: 64 random hex chars if not given."""
+    token = secrets.token_hex(32) if token is None else check_token(token)
     _write_private(path, (token + "\n").encode())
     return token
 
@@ -108,25 +139,63 @@ def validate_hex(value: str, length: int, what: str) -> str:
     return value
 
 
+def check_token(token: str) -> str:
+    """The token as the node accepts it (already trimmed); never quoted in an error."""
+    if not token:
+        raise CredentialError("auth token is empty")
+    size = len(token.encode())
+    if size > MAX_TOKEN_BYTES:
+        raise CredentialError(f"auth token is {size} bytes; the node accepts at most {MAX_TOKEN_BYTES}")
+    try:
+        encode_frame(Ready(token).to_msg())
+    except FrameError:
+        raise CredentialError("auth token does not fit the node's 1024-byte Ready frame once JSON-escaped "
+                              "(avoid quotes, backslashes and control characters)") from None
+    return token
+
+
+def parse_pin(text: str) -> str:
+    """A SHA-256 pin in any usual form -> 64 lowercase hex digits (':' and whitespace ignored)."""
+    digits = _PIN_SEPARATORS.sub("", text)
+    if not _HEX.fullmatch(digits):
+        bad = next(c for c in digits if c not in "0123456789abcdefABCDEF")
+        raise CredentialError(f"certificate pin is not hexadecimal (found {bad!r}); expected the node's "
+                              "miner-tls-cert-sha256: 64 hex digits, ':' separators allowed")
+    if len(digits) != 64:
+        raise CredentialError(f"certificate pin must be 64 hex characters, got {len(digits)} "
+                              "(':' and whitespace between them are ignored)")
+    return digits.lower()
+
+
 def _read(path: str | os.PathLike, what: str) -> str:
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise CredentialError(f"{what} file {os.fspath(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise CredentialError(f"{what} file {os.fspath(path)!r} is a directory") from None
     except OSError as exc:
         raise CredentialError(f"cannot read {what} file {os.fspath(path)!r}: {exc.strerror}") from None
     try:
-        # the node writes a trailing newline and trims whitespace itself
-        return raw.decode("ascii").strip()
+        # the node writes a trailing newline and trims whitespace itself (Rust's str::trim)
+        return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise CredentialError(f"{what} file {os.fspath(path)!r} is not ASCII text") from None
+        raise CredentialError(f"{what} file {os.fspath(path)!r} is not UTF-8 text") from None
 
 
 def read_pin_file(path: str | os.PathLike) -> str:
-    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`."""
-    return validate_hex(_read(path, "certificate pin"), 64, "certificate pin").lower()
+    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`, in any usual form."""
+    text = _read(path, "certificate pin")
+    try:
+        return parse_pin(text)
+    except CredentialError as exc:
+        raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None
 
 
 def read_token_file(path: str | os.PathLike) -> str:
-    """The auth token from `miner-auth-token` (content without the newline)."""
-    return validate_hex(_read(path, "auth token"), 64, "auth token")
+    """The auth token from `miner-auth-token`: the file trimmed, as the node reads it."""
+    text = _read(path, "auth token")
+    try:
+        return check_token(text)
+    except CredentialError as exc:
+        raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None

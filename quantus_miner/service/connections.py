@@ -8,8 +8,12 @@ fd table and silence the miner. `serve_http` runs hypercorn's per-connection pro
 
 - a cap: at `max_connections`, accepting a new connection first closes the one that has been
   quiet longest, so a fresh client (the node) is always served and a flood cannot queue it out;
-  an accept that fails for lack of fds does the same;
-- an idle deadline: no byte in either direction for `idle_timeout_s` closes it;
+  an accept that fails for lack of fds does the same. On the metrics port (`evict=False`) a
+  connection past the cap is answered at once with a canned `503` and `Retry-After: 1` (as
+  node_exporter does past `--web.max-requests`), at most `REFUSALS_MAX` at a time;
+- an idle deadline: no byte in either direction for `idle_timeout_s` closes it; while a request
+  body is still awaited, `grace_s` more (the API port), so that a stalled body gets its 408 from
+  the app's body timeout before this backstop can close the connection unanswered;
 - a send deadline: a response the peer does not read within `idle_timeout_s` closes it;
 - a lingering close when hypercorn ends a connection: FIN at once (no await, so no cancellation
   can skip it), what the peer still sends is discarded, the socket closes when the peer closes
@@ -48,6 +52,10 @@ LINGER_S = 1.0  # after a closing response: how long the peer may still send bef
 REAP_PERIOD_S = 0.25
 FD_RESERVE = 64  # fds kept free for logs, threads, the metrics port and the node's own connection
 FD_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+REFUSALS_MAX = 64  # connections past the metrics cap being answered 503 at once (each for <= REFUSAL_S)
+REFUSAL_S = 1.0
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 17\r\n"
+           b"retry-after: 1\r\nconnection: close\r\n\r\ntoo many scrapes\n")
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -88,12 +96,17 @@ class GuardedStream:
         self.sending_since: float | None = None
         self.closing_since: float | None = None  # a closing response went out: discard, then close
         self.closed = False
+        # set by the HTTP protocol: whether a request body is still awaited (its stall earns a 408 first)
+        self.body_pending: Callable[[], bool] = lambda: False
 
     def deadline(self) -> float:
         if self.closing_since is not None:
             return self.closing_since + LINGER_S
         # a send that does not finish (a reader that does not read) gets as long as silence does
-        return (self.sending_since if self.sending_since is not None else self.last_active) + self.guard.idle_timeout_s
+        if self.sending_since is not None:
+            return self.sending_since + self.guard.idle_timeout_s
+        grace = self.guard.grace_s if self.body_pending() else 0.0
+        return self.last_active + self.guard.idle_timeout_s + grace
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         while True:
@@ -148,14 +161,18 @@ class GuardedStream:
 class ConnectionGuard:
     """The live connections of one port, their cap and their deadlines."""
 
-    def __init__(self, name: str, max_connections: int, idle_timeout_s: float, *, evict: bool = True):
+    def __init__(self, name: str, max_connections: int, idle_timeout_s: float, *, evict: bool = True,
+                 grace_s: float = 0.0):
         self.name = name
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.grace_s = grace_s  # added to the idle deadline (see the module docstring)
         # evict: at the cap a new connection closes the quietest one (the API: the node must get in);
-        # otherwise new connections wait in the kernel's backlog until one closes (the metrics port:
-        # a scrape storm then costs the event loop nothing)
+        # otherwise a new connection is answered 503 at once (the metrics port: a scraper learns to
+        # back off within milliseconds, instead of waiting in the backlog for its own timeout)
         self.evict = evict
+        self.refused = 0
+        self._refusing = 0
         self._freed = trio.Event()
         self._live: dict[GuardedStream, None] = {}  # insertion-ordered set
         self.evicted = 0
@@ -197,7 +214,7 @@ class ConnectionGuard:
     async def accept_loop(self, listener: trio.SocketListener, handler: Callable[[GuardedStream], Awaitable],
                           nursery: trio.Nursery) -> None:
         while True:
-            while not self.evict and len(self._live) >= self.max_connections:
+            while not self.evict and self._refusing >= REFUSALS_MAX:  # bounded: each refusal ends within 1 s
                 self._freed = trio.Event()
                 await self._freed.wait()
             try:
@@ -212,7 +229,31 @@ class ConnectionGuard:
                 if not self.evict_one():
                     await trio.sleep(0.05)
                 continue
+            if not self.evict and len(self._live) >= self.max_connections:
+                self._refusing += 1
+                nursery.start_soon(self._refuse, stream)
+                continue
             nursery.start_soon(self._handle, handler, self.admit(stream))
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        """Answer the canned 503, then linger briefly (reading what the client sent) so that closing
+        with its request unread does not reset the connection before it has read the answer."""
+        self.refused += 1
+        if self.refused == 1:
+            log.warning("%s port: %d connections in use; answering further ones 503 (Retry-After: 1)",
+                        self.name, self.max_connections)
+        try:
+            with trio.move_on_after(REFUSAL_S):
+                await stream.send_all(REFUSAL)
+                stream.socket.shutdown(socket.SHUT_WR)
+                while await stream.receive_some(65536):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            stream.socket.close()
+            self._refusing -= 1
+            self._freed.set()
 
     async def _handle(self, handler, stream: GuardedStream) -> None:
         try:
@@ -253,6 +294,8 @@ class GuardedTCPServer(TCPServer):
                 self._task_group = task_group
                 self.protocol = HTTP11Only(self.app, self.config, self.context, task_group,
                                            ConnectionState(self.state), False, client, server, self.protocol_send)
+                protocol = self.protocol
+                self.stream.body_pending = lambda: protocol.connection.their_state is h11.SEND_BODY
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()

@@ -1,10 +1,14 @@
 """A tiny ASGI app for the metrics port: `GET /metrics` and nothing else, cheap under any scrape load.
 
 The exposition is built by `render` (`MinerMetrics.render`: snapshots on the trio thread, text in
-a worker thread) at most once per `CACHE_S`; scrapes within that interval get the same bytes. Scrapes are paced to `RATE` a
-second (bursts of `BURST`): a scrape waits for its turn, and one that would wait over `MAX_WAIT_S`
-gets a 503 at once, as does any beyond `MAX_SCRAPES` in flight. So a scrape storm costs the event
-loop a bounded few milliseconds a second and cannot starve the node's API.
+a worker thread). A scrape reuses an exposition (finished, or still being built) only if its
+snapshots were taken at most `CACHE_S` (0.1 s) before the scrape is answered: so a scrape never
+shows progress older than that, even at a 200 ms chunk cadence and 250 ms scrapes, while scrapes
+that overlap share one build. Scrapes are paced to `RATE` a second (bursts of `BURST`): a scrape
+waits for its turn, and one that would wait over `MAX_WAIT_S` gets a 503 at once, as does any
+beyond `MAX_SCRAPES` in flight (and, at the connection level, any connection past the port's cap:
+`connections.ConnectionGuard`). So a scrape storm costs the event loop a bounded few milliseconds
+a second (at most `RATE` builds) and cannot starve the node's API.
 """
 
 from collections.abc import Awaitable, Callable
@@ -12,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 
-CACHE_S = 1.0
+CACHE_S = 0.1  # the freshness bound: an exposition is reused for at most this long
 MAX_SCRAPES = 8
 RATE = 10.0  # scrapes answered per second at most (Prometheus scrapes every few seconds)
 BURST = 5

@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry
 from ..core import qpow2
 from ..core.config import ServiceConfig
 from ..core.jobs import JobStatus
-from ..core.quic_messages import NewJob
-from ..core.requests import MineRequest, Refused
+from ..core.quic_messages import NewJob, show_id
+from ..core.requests import MineRequest, Refused, usable_job_id
 from ..pipeline.runtime import MinerRuntime
 from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
@@ -62,18 +62,29 @@ class NodeMiner:
     _seq: int = 0
 
     def _runtime_id(self, job_id: str) -> str:
-        # A node repeats a job id after a reconnect; the runtime keeps finished ids for a while.
-        if self.runtime.result(job_id) is None:
+        """The node's id when the runtime can carry it (metrics label, logs), else a fresh alias.
+
+        Aliases are `<id>~<n>` (or `job~<n>` for an id the runtime cannot carry: controls,
+        spaces, over 128 characters). `~` is outside the ids used verbatim (`usable_job_id`),
+        and `n` counts up, so an alias never equals a node id nor an earlier alias.
+        """
+        if usable_job_id(job_id) and self.runtime.result(job_id) is None:
             return job_id
-        self._seq += 1
-        return f"{job_id}~{self._seq}"
+        prefix = job_id if usable_job_id(job_id) else "job"
+        while True:  # the runtime keeps finished ids for a while; step past any it still holds
+            self._seq += 1
+            alias = f"{prefix}~{self._seq}"
+            if self.runtime.result(alias) is None:
+                return alias
 
     async def __call__(self, job: NewJob) -> JobOutcome:
         rid = self._runtime_id(job.job_id)
+        if rid != job.job_id:
+            log.info("job %s runs as %s", show_id(job.job_id), rid)
         try:
             self.runtime.submit(mining_request(job, rid, self.rng))
         except Refused as exc:
-            log.error("job %s refused by the runtime: %s", job.job_id, exc)
+            log.error("job %s refused by the runtime: %s", show_id(job.job_id), exc)
             return JobOutcome("error")
         try:
             await self.runtime.wait_ended(rid)

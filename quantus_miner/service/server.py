@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from ..core.config import ServiceConfig
 from ..core.speed import DEFAULT_WINDOWS
 from ..pipeline.runtime import MinerRuntime
-from .api import create_app
+from .api import BODY_TIMEOUT_S, create_app
 from .compose import open_executor, start_engine, start_pipeline, where
 from .connections import ConnectionGuard, QuietApp, connection_cap, raise_fd_limit, serve_http
 from .metrics import MinerMetrics
@@ -30,7 +30,7 @@ from .speedlog import SAMPLE_S, log_speed
 log = logging.getLogger("quantus_miner")
 
 
-METRICS_MAX_CONNECTIONS = 8  # the metrics port serves a scraper or two; more wait in the backlog
+METRICS_MAX_CONNECTIONS = 8  # the metrics port serves a scraper or two; more are answered 503 at once
 GC_THRESHOLDS = (5000, 10, 10)
 
 
@@ -57,6 +57,18 @@ def hypercorn_config(host: str, port: int, idle_timeout_s: float) -> HypercornCo
     # (hypercorn's own timer left connections open under load)
     config.keep_alive_timeout = idle_timeout_s
     return config
+
+
+ANSWER_MARGIN_S = 1.0  # how long after the body timeout the idle backstop may close a connection
+
+
+def body_grace(idle_timeout_s: float) -> float:
+    """Extra idle time the API's connection guard allows, so the app's 408 always comes first.
+
+    >>> body_grace(5.0), body_grace(1.0), body_grace(30.0)
+    (1.0, 5.0, 0.0)
+    """
+    return max(0.0, BODY_TIMEOUT_S + ANSWER_MARGIN_S - idle_timeout_s)
 
 
 def bind(config: HypercornConfig, what: str) -> Sockets:
@@ -107,7 +119,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     registry = registry if registry is not None else CollectorRegistry()
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
-                                config.idle_timeout_s)
+                                config.idle_timeout_s, grace_s=body_grace(config.idle_timeout_s))
     if api_guard.max_connections < config.max_connections:
         log.warning("--max-connections %d lowered to %d to fit the fd limit %d", config.max_connections,
                     api_guard.max_connections, fd_limit)

@@ -70,7 +70,7 @@ async def test_port_in_use_exits_2_and_starts_nothing(which):
     assert "cannot bind the" in result.stderr.decode() and "ready:" not in result.stderr.decode()
 
 
-async def test_sigterm_during_mining_cancels_and_exits_143_within_2_s(spawn_server):
+async def test_sigterm_during_mining_cancels_and_exits_0_within_2_s(spawn_server):
     with trio.fail_after(60):
         server = await spawn_server("--port", "0", "--progress-chunk-ms", "200")
         async with httpx.AsyncClient(base_url=server.api_url) as client:
@@ -79,7 +79,7 @@ async def test_sigterm_during_mining_cancels_and_exits_143_within_2_s(spawn_serv
                 await trio.sleep(0.02)
         server.proc.send_signal(signal.SIGTERM)
         with trio.fail_after(2):
-            assert await server.proc.wait() == 143  # 128 + SIGTERM, as shells expect
+            assert await server.proc.wait() == 0  # a daemon's graceful SIGTERM stop is a success
 
 
 async def test_sigkill_then_restart_serves_again_on_the_same_port(spawn_server):
@@ -94,7 +94,7 @@ async def test_sigkill_then_restart_serves_again_on_the_same_port(spawn_server):
         async with httpx.AsyncClient(base_url=again.api_url) as client:
             assert (await client.get("/health")).json()["active_jobs"] == 0
         again.proc.send_signal(signal.SIGTERM)
-        assert await again.proc.wait() == 143
+        assert await again.proc.wait() == 0
 
 
 async def test_mine_json_completed_failed_and_bad_arguments():

@@ -133,7 +133,7 @@ def fuzz_server():
         yield client
         body = client.get(f"/result/{anchor}").json()  # the running job was never disturbed
         assert body["status"] == "running" and body["hash_count"] > before, body
-    assert server.stop() == 143  # 128 + SIGTERM: a clean stop
+    assert server.stop() == 0  # a daemon's clean SIGTERM stop
 
 
 def raw_fuzz(client: httpx.Client, examples: int) -> int:
@@ -221,7 +221,7 @@ async def test_half_bodies_and_dropped_clients_leak_nothing(spawn_server):
                 while server.resources()["fds"] > baseline["fds"] + 2:
                     await trio.sleep(0.05)
         server.proc.terminate()
-        assert await server.proc.wait() == 143  # 128 + SIGTERM: a clean stop
+        assert await server.proc.wait() == 0  # a daemon's clean SIGTERM stop
 
 
 async def test_polls_during_cancel_and_retirement_are_always_consistent(start_miner):
@@ -301,7 +301,7 @@ P99_BOUND_MS = 100
 
 def assert_flat(report: dict) -> None:
     start, end = report["start"], report["end"]
-    assert report["errors"] == 0 and report["main_job_running"] and report["exit_code"] == 143
+    assert report["errors"] == 0 and report["main_job_running"] and report["exit_code"] == 0
     assert report["p99_ms"] < P99_BOUND_MS, report
     assert end["series"] == start["series"], report
     assert end["fds"] <= start["fds"] + 4, report
@@ -342,4 +342,4 @@ async def test_keep_alive_survives_error_answers_to_requests_with_bodies(spawn_s
                     r = await client.request(method, "/mine", json=body)
                     assert r.status_code == (200 if method == "POST" else 405)
         server.proc.terminate()
-        assert await server.proc.wait() == 143  # 128 + SIGTERM: a clean stop
+        assert await server.proc.wait() == 0  # a daemon's clean SIGTERM stop
