@@ -106,7 +106,7 @@ def unanswerable(job_id: str) -> str | None:
     >>> unanswerable("17") is None, unanswerable("\\ud800"), unanswerable("\\x01" * 128)
     (True, 'it holds a lone surrogate (no UTF-8 form)', 'a JobResult echoing it would exceed the 1024-byte frame limit')
     """
-    widest = JobResult("completed", job_id, U512_MAX, (1 << 64) - 1, 1.7976931348623157e308)
+    widest = JobResult("completed", job_id, MAX_U512, (1 << 64) - 1, 1.7976931348623157e308)
     try:
         encode_frame(widest.to_msg())
     except FrameError as exc:
