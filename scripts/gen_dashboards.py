@@ -138,6 +138,14 @@ def miner_dashboard() -> dict:
         timeseries(L, "Cluster: nonces per worker, 1m increase", [target(
             f"sum by (worker) (increase(miner_cluster_worker_hashes_total{{{SEL}}}[1m]))", "{{worker}}")],
             unit="none"),
+        # GPU engines (gpu-cuda, gpu-cuda-v2): these series exist only on a miner mining with GPUs
+        timeseries(L, "GPU: device hash rate, max over 1m", [target(
+            f"max_over_time(miner_device_hash_rate{{{SEL}}}[1m])", "{{instance}}, {{device}}")], unit="none"),
+        panel(L, "table", "GPU: devices in use now (name, kernel)", [target(
+            f"miner_device_info{{{SEL}}} == 1", "{{instance}}, {{device}}, {{name}}, {{kernel}}", format="table",
+            instant=True)], w=12,
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True,
+                                                                              "__name__": True}}}]),
     ]
     return dashboard("quantus-miner", "Quantus miner", "Operator overview: hash rates, jobs and requests.",
                      [JOB, INSTANCE, ENGINE, JOB_ID, THREAD], panels)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# The GPU engines' tests run the CUDA kernels in numba-cuda's simulator (no GPU needed); Numba reads this at
+# import, so it is set before anything imports Numba. Set it to 0 to test on a real GPU.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import httpx
 import pytest
 import trio

@@ -25,7 +25,10 @@ ALLOWED = {"core": set(), "engines": {"core"}, "pipeline": {"core", "engines"},
            "service": {"core", "engines", "pipeline", "cluster", "quic"}, "devnet": {"core", "quic"},
            "cli": {"core", "engines", "pipeline", "cluster", "quic", "service", "devnet"}}
 # Numba engines; Dask (never loaded in local mode)
-DEFERRED = {"quantus_miner.engines.fast", "quantus_miner.engines.fast_v2", "distributed", "quantus_miner.cluster.worker"}
+DEFERRED = {"quantus_miner.engines.fast", "quantus_miner.engines.fast_v2", "distributed", "quantus_miner.cluster.worker",
+            # numba-cuda (the optional gpu extra) and the GPU engine modules that import it
+            "numba", "numba.cuda.dispatcher", "quantus_miner.engines.gpu", "quantus_miner.engines.gpu.engine",
+            "quantus_miner.engines.gpu.kernels"}
 
 
 def module_name(path: Path) -> str:

@@ -34,3 +34,10 @@ def test_a_plain_install_without_extras_runs_the_devnet(tmp_path):
     report = json.loads(result.stdout)
     assert report, result.stdout
     assert "httpx" not in result.stderr
+    # without the optional gpu extra a GPU engine is refused up front, naming the extra (even with the simulator on)
+    result = subprocess.run([str(venv / "bin" / "quantus-miner"), "mine", "--engine", "gpu-cuda-v2", "--header",
+                             "00" * 32, "--difficulty", "5"], cwd=tmp_path, env={**env, "NUMBA_ENABLE_CUDASIM": "1"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--engine=gpu-cuda-v2: the GPU engines need the optional gpu extra (pip install 'quantus-miner[gpu]')" \
+        in result.stderr

@@ -13,6 +13,7 @@ import signal
 import sys
 
 from .. import __version__
+from ..core.outcomes import ConsensusError
 from . import signals
 from .signals import exit_status
 
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser, subs = build_parser(argv[0] if argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
-        status = command_module(args.command).run(args, subs[args.command])
+        try:
+            status = command_module(args.command).run(args, subs[args.command])
+        except* ConsensusError as group:  # e.g. a forced kernel or GPU failed its warm-up self-test
+            print(f"quantus-miner: error: {group.exceptions[0]}", file=sys.stderr)
+            status = 2
     except KeyboardInterrupt:  # a Ctrl-C before the command installed its handlers (imports, parsing)
         status = exit_status(signal.SIGINT)
     if status in STOPPED or signals.stopped_by is not None:

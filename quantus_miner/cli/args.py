@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..core.config import ConfigError, ServiceConfig, resolve, settings_for
-from ..engines import kernel_problem
+from ..engines import engine_problem, kernel_problem
 
 
 def positive_int(text: str) -> int:
@@ -43,6 +43,8 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
         config = resolve({s.name: getattr(args, s.name) for s in settings_for(command)}, command=command)
     except ConfigError as exc:
         parser.error(str(exc))
+    if problem := engine_problem(config.engine, config.gpu_devices):
+        parser.error(f"--engine={config.engine}: {problem}")
     if problem := kernel_problem(config.engine, config.kernel):
         parser.error(f"--kernel/MINER_KERNEL={config.kernel!r}: {problem}")
     return config

@@ -16,7 +16,7 @@ from ..cluster.executor import ClusterUnavailable
 from ..core import qpow
 from ..core.config import ServiceConfig
 from ..core.requests import MineRequest
-from ..engines import Engine, get_engine
+from ..engines import Engine, get_engine, slots
 from ..service.compose import open_executor, start_pipeline
 from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
 from ..pipeline.solve import LocalResult, solve
@@ -32,9 +32,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--profile", action="store_true",
-                   help="also measure the kernel's halves alone on one thread: hashing (absorb + Keccak + compare) "
-                        "and stepping (Montgomery multiply), and the scan kernel alone, per CPU-second "
-                        "(each for --seconds, at most 1 s)")
+                   help="also measure, on one thread per CPU-second (each for --seconds, at most 1 s), the kernel's "
+                        "parts alone and the scan kernel alone: cpu-fast's hashing (absorb + Keccak + compare) and "
+                        "stepping (Montgomery multiply) halves; cpu-fast-v2's Poseidon2 permutation")
     p.add_argument("--nonces", type=positive_int, default=None,
                    help="with --cluster: mine nonces 1..N at threshold 0 to exhaustion (exact count) "
                         "instead of for --seconds")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_cluster(args, config)
     status = StatusLine("bench", quiet=args.quiet, log_s=config.progress_log_s)
     with SignalStop(command="bench") as stop:
-        engine = get_engine(config.engine, config.kernel)
+        engine = get_engine(config.engine, config.kernel, config.gpu_devices)
         if args.profile and not hasattr(engine, "profile"):
             parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
         t0 = time.monotonic()
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
             # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
-            result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, config.cores, seconds=args.seconds, flag=flag,
-                           on_progress=status.update)
+            result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, slots(engine, config.cores), seconds=args.seconds,
+                           flag=flag, on_progress=status.update)
         status.clear()
         latency = None if stop.signum else cancel_latency(engine, stop_flag=flag)
         report = {
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "warmup_s": warmup_s,
             "cancel_latency_ms": None if latency is None or stop.signum else latency * 1000,
         }
+        if hasattr(engine, "device"):  # a GPU engine: the devices that passed warm-up, one worker each
+            report.update(device=engine.device, devices=slots(engine, config.cores))
         if stop.signum:
             report["stopped"] = stop.name
         elif args.profile:
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.json:
             print(json.dumps(report))
         else:
-            measured = (f"{engine.name} ({engine.kernel}) on {config.cores} core(s): "
+            where = f"{engine.device}" if hasattr(engine, "device") else f"{config.cores} core(s)"
+            measured = (f"{engine.name} ({engine.kernel}) on {where}: "
                         f"{report['hash_rate'] / 1e6:.3f} M nonces/s ({result.hash_count:,} nonces in "
                         f"{result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s")
             if stop.signum:
@@ -95,7 +98,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             else:
                 print(f"{measured}, cancel latency {report['cancel_latency_ms']:.2f} ms; "
                       f"{report['cpu_hash_rate'] / 1e6:.3f} M nonces per CPU-second of a worker")
-            if "profile" in report:
+            if "profile" in report and "permutation_rate" in report["profile"]:
+                prof = report["profile"]
+                ceiling = prof["permutation_rate"] / 2  # about 2 permutations per nonce (midstate + lazy squeeze)
+                print(f"profile, per CPU-second of one thread: permutation alone {prof['permutation_rate'] / 1e6:.3f} M/s "
+                      f"(ceiling {ceiling / 1e6:.3f} M nonces/s at 2 per nonce), whole kernel "
+                      f"{prof['kernel_rate'] / 1e6:.3f} M nonces/s ({prof['kernel_rate'] / ceiling:.0%} of the ceiling)")
+            elif "profile" in report:
                 prof = report["profile"]
                 print(f"profile, per CPU-second of one thread: hashing half {prof['hash_rate'] / 1e6:.3f} M/s, "
                       f"stepping half {prof['step_rate'] / 1e6:.3f} M/s, whole kernel "

@@ -147,7 +147,7 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
                                                                           task_status=task_status))
             started.append(running.runtime)
             t0 = trio.current_time()  # the miner's warm-up is not mining time
-            place = f"cluster {config.cluster}" if config.cluster else f"{config.cores} core(s)"
+            place = f"cluster {config.cluster}" if config.cluster else where(config, running.runtime)
             print(f"devnet: miner {running.api_url} ({config.engine}, {place}); "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)

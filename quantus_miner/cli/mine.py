@@ -14,7 +14,7 @@ import sys
 
 from ..core import protocol, qpow2
 from ..core.config import ConfigError, Pow, check_pow
-from ..engines import get_engine
+from ..engines import get_engine, slots
 from ..engines.base import new_cancel_flag
 from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, resolve_settings
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         status.update(tested, elapsed, tested / (end - start + 1) if finite else None)
 
     with SignalStop(command="mine") as stop:
-        engine = get_engine(config.engine, config.kernel)
+        engine = get_engine(config.engine, config.kernel, config.gpu_devices)
         try:
             engine.warm_up()
         except Interrupted:  # before any kernel ran: stopped with nothing tested
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, config.cores,
+            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, slots(engine, config.cores),
                            on_progress=progress, flag=flag)
         status.clear()
         found = result.found
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "engine": engine.name,
             "cores": config.cores,
         }
+        if hasattr(engine, "device"):  # a GPU engine: its devices (each one worker) and kernel
+            report.update(device=engine.device, kernel=engine.kernel, devices=slots(engine, config.cores))
         rate = result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0
         if result.stopped:
             report["resume_start"] = format(result.resume_at, "x")

@@ -24,6 +24,7 @@ from collections import OrderedDict
 import attrs
 import numpy as np
 
+from ..core.config import KERNELS_OF_ENGINE
 from ..engines import Engine, get_engine
 from ..engines.base import PreparedJob, new_cancel_flag, prepare_job
 
@@ -35,6 +36,7 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _building: dict[str, threading.Lock] = {}
 _kernel = "auto"  # set by `use_kernel` in a `quantus-miner worker` process
+_gpu_devices: int | None = None  # GPU engines: devices to use (None: all); set by `use_kernel` too
 _jobs: OrderedDict[str, WorkerJob] = OrderedDict()
 _cancelled: OrderedDict[str, None] = OrderedDict()
 _stops: OrderedDict[str, tuple[str, list[float]]] = OrderedDict()  # key -> (job id, stop times)
@@ -48,10 +50,10 @@ class WorkerJob:
     flag: np.ndarray
 
 
-def use_kernel(kernel: str) -> None:
-    """The cpu-fast kernel this worker process runs (its own `--kernel`/`MINER_KERNEL`; default auto)."""
-    global _kernel
-    _kernel = kernel
+def use_kernel(kernel: str, gpu_devices: int | None = None) -> None:
+    """The cpu-fast kernel (`--kernel`, default auto) and the GPUs (`--gpu-devices`, default all) of this worker."""
+    global _kernel, _gpu_devices
+    _kernel, _gpu_devices = kernel, gpu_devices
 
 
 def engine(name: str) -> Engine:
@@ -64,7 +66,9 @@ def engine(name: str) -> Engine:
             with _lock:
                 found = _engines.get(name)
             if found is None:
-                found = get_engine(name, _kernel)
+                # a forced kernel belongs to one engine; the twin of the other proof of work picks its own
+                kernel = _kernel if _kernel in KERNELS_OF_ENGINE.get(name, ()) else "auto"
+                found = get_engine(name, kernel, _gpu_devices)
                 found.warm_up()
                 with _lock:
                     _engines[name] = found

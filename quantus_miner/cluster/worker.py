@@ -70,7 +70,7 @@ def main(config: ServiceConfig, arm_stop: Callable[[Callable[[], None]], None] |
     the other one (cpu-fast-v2 for cpu-fast, say) in the background meanwhile (a first chunk of it
     waits for that, never compiles twice).
     """
-    tasks.use_kernel(config.kernel)
+    tasks.use_kernel(config.kernel, config.gpu_devices)
     tasks.engine(config.engine)
     threading.Thread(target=tasks.engine, args=(OTHER_POW_ENGINE[config.engine],), daemon=True,
                      name="warm-twin").start()

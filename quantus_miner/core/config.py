@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 import attrs
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2")  # `engines.get_engine` builds each
+ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2", "gpu-cuda", "gpu-cuda-v2")  # `engines.get_engine` builds each
+GPU_ENGINES = frozenset({"gpu-cuda", "gpu-cuda-v2"})  # CUDA (the optional `gpu` extra): one executor slot per device
 
 
 class Pow(enum.StrEnum):
@@ -31,11 +32,12 @@ class Pow(enum.StrEnum):
 
 # The proof of work each engine implements. Each engine says so too (`engine.pow`); a test checks
 # that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
-POW_OF_ENGINE = {"cpu-fast": Pow.V1, "cpu-baseline": Pow.V1, "cpu-fast-v2": Pow.V2, "cpu-baseline-v2": Pow.V2}
+POW_OF_ENGINE = {"cpu-fast": Pow.V1, "cpu-baseline": Pow.V1, "cpu-fast-v2": Pow.V2, "cpu-baseline-v2": Pow.V2,
+                 "gpu-cuda": Pow.V1, "gpu-cuda-v2": Pow.V2}
 # The same kind of engine for the other proof of work: a `quantus-miner worker` warms both, so one
 # cluster serves `serve` (v1) and `connect` (v2) miners alike.
 OTHER_POW_ENGINE = {"cpu-fast": "cpu-fast-v2", "cpu-fast-v2": "cpu-fast", "cpu-baseline": "cpu-baseline-v2",
-                    "cpu-baseline-v2": "cpu-baseline"}
+                    "cpu-baseline-v2": "cpu-baseline", "gpu-cuda": "gpu-cuda-v2", "gpu-cuda-v2": "gpu-cuda"}
 POW_NAMES = {Pow.V1: "QPoW v1 (HTTP node protocol)", Pow.V2: "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
 
 
@@ -50,8 +52,12 @@ class Network:
 
 NETWORKS = {"2025": Network(Pow.V1, "HTTP", "cpu-fast"), "2026": Network(Pow.V2, "QUIC", "cpu-fast-v2")}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
-# cpu-fast kernels `MINER_KERNEL` may force; "auto" picks the fastest that passes its self-test on this host
-KERNEL_NAMES = ("auto", "ifma8", "lanes8")
+# Kernels `MINER_KERNEL` may force, fastest first: cpu-fast's (QPoW v1) and cpu-fast-v2's (QPoW v2); "auto"
+# picks, for the engine in use, the fastest that the host supports and that passes its self-test on it
+V1_KERNELS = ("ifma8", "avx2x8", "lanes8")
+V2_KERNELS = ("v2-avx512", "v2-avx2", "v2-lanes8")
+KERNEL_NAMES = ("auto", *V1_KERNELS, *V2_KERNELS)
+KERNELS_OF_ENGINE = {"cpu-fast": V1_KERNELS, "cpu-fast-v2": V2_KERNELS}
 MIN_JOB_RETENTION_S = 5.0  # ten of the node's 500 ms polls: a found nonce is always seen before it goes
 SCHEDULER_SCHEMES = ("tcp", "tls")
 
@@ -92,6 +98,7 @@ class ServiceConfig:
     cluster_timeout_s: float = 5.0  # bound on connecting to the scheduler
     nthreads: int = attrs.field(factory=lambda: available_cores())  # `worker`: mining threads
     worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
+    gpu_devices: int | None = None  # GPU engines: how many CUDA devices (each one executor slot); None: all
 
 
 def _number(kind: Callable[[str], float], ok: Callable[[float], bool], message: str) -> Callable[[str], float]:
@@ -139,6 +146,23 @@ def scheduler_address(text: str) -> str:
             or not 0 < int(port) <= 65535:
         raise ValueError("must be a scheduler address like tcp://HOST:8786 (or tls://)")
     return f"{scheme}://{rest}"
+
+
+def _gpu_devices(text: str) -> int | None:
+    """`all` (None) or a count of devices.
+
+    >>> _gpu_devices("all"), _gpu_devices("2")
+    (None, 2)
+    """
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a positive integer or 'all'") from None
+    if value < 1:
+        raise ValueError("must be a positive integer or 'all'")
+    return value
 
 
 def _name(text: str) -> str:
@@ -208,7 +232,7 @@ SETTINGS = (
             "the node's miner-auth-token file", CONNECT),
     Setting("tls_cert_sha256_file", "--tls-cert-sha256-file", "MINER_TLS_CERT_SHA256_FILE", str,
             "the node's miner-tls-cert-sha256 file: the pinned certificate hash", CONNECT),
-    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast kernel (default auto)", ALL | {"worker"}),
+    Setting("kernel", "--kernel", "MINER_KERNEL", _choice(KERNEL_NAMES), "cpu-fast / cpu-fast-v2 kernel (default auto)", ALL | {"worker"}),
     Setting("max_connections", "--max-connections", "MINER_MAX_CONNECTIONS", _connections,
             "most open connections on the API port; at the cap the quietest one is closed (default 512)"),
     Setting("idle_timeout_s", "--idle-timeout-s", "MINER_IDLE_TIMEOUT_S", _timeout,
@@ -220,6 +244,9 @@ SETTINGS = (
             "seconds to wait for the Dask scheduler when connecting (default 5)", CLUSTER),
     Setting("nthreads", "--nthreads", "MINER_WORKER_NTHREADS", _positive_int,
             "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
+    Setting("gpu_devices", "--gpu-devices", "MINER_GPU_DEVICES", _gpu_devices,
+            "GPU engines: CUDA devices to mine on, N or all (default all); each is one executor slot, beside "
+            "--cores for CPU engines", ALL | {"worker"}),
     Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
             "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
@@ -276,7 +303,7 @@ def check_pow(engine: str, pows: tuple[Pow, ...], what: str) -> None:
 
     >>> check_pow("cpu-fast-v2", (Pow.V1,), "serve")
     Traceback (most recent call last):
-    quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline
+    quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline, gpu-cuda
     """
     pow_ = POW_OF_ENGINE[engine]
     if pow_ not in pows:

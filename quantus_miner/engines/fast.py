@@ -1,7 +1,8 @@
 """cpu-fast: Numba lane kernels chosen per host, with exact handling of range edges and the saturated tail.
 
-Kernels, fastest first: `ifma8` (`ifma`: LLVM vector IR, AVX-512 IFMA, 52-bit limbs) and
-`lanes8` (`kernels`: generated scalar code LLVM vectorises, 29-bit limbs; runs anywhere).
+Kernels, fastest first: `ifma8` (`ifma`: LLVM vector IR, AVX-512 IFMA, 52-bit limbs), `avx2x8`
+(`avx2`: LLVM vector IR on `<4 x i64>`, 29-bit limbs, AVX2) and `lanes8` (`kernels`: generated
+scalar code LLVM vectorises, 29-bit limbs; runs anywhere).
 `auto` takes the first whose host features are present *and* whose known-answer self-test
 passes at warm-up on this host; a kernel that fails is skipped with a logged warning.
 """
@@ -14,36 +15,16 @@ from types import ModuleType
 
 import attrs
 import numpy as np
-from numba.core import codegen as numba_codegen
-from numba.core import config as numba_config
-
 from ..core import qpow
-from ..core.config import KERNEL_NAMES
+from ..core.config import V1_KERNELS
 from ..core.outcomes import ChunkOutcome, ConsensusError, verified
-from . import ifma, kernels, limbs
+from . import avx2, ifma, kernels, limbs
 from .base import BENCH_HEADER, PreparedJob
+from .isa import host_features, host_isa
 
-KERNELS = KERNEL_NAMES[1:]  # the concrete kernels, fastest first ("auto" picks among them)
+KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
 log = logging.getLogger("quantus_miner")
-
-
-def host_features() -> frozenset[str]:
-    """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_FEATURES (or NUMBA_ENABLE_AVX=0)
-    says otherwise. A kernel needing a feature outside this set must never be compiled: LLVM would abort."""
-    flat = numba_config.CPU_FEATURES
-    if flat is None:
-        flat = numba_codegen.get_host_cpu_features()
-    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
-
-
-def host_isa() -> str:
-    """The widest SIMD the JIT targets on this host (names the kernel build in `bench --json`)."""
-    features = host_features()
-    for isa in ("avx512f", "avx2", "sse4.2"):
-        if isa in features:
-            return isa
-    return "scalar"
 
 
 @attrs.frozen
@@ -58,14 +39,15 @@ class KernelSpec:
     @property
     def label(self) -> str:
         m = self.module
-        isa = "avx512ifma" if "avx512ifma" in self.requires else host_isa()
+        isa = "avx512ifma" if "avx512ifma" in self.requires else "avx2" if self.requires == ("avx2",) else host_isa()
         return f"{self.name}-{m.LIMB_BITS}bit-{isa}"
 
     def missing(self, features: frozenset[str]) -> list[str]:
         return [f for f in self.requires if f not in features]
 
 
-SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "lanes8": KernelSpec("lanes8", kernels)}
+SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "avx2x8": KernelSpec("avx2x8", avx2, avx2.REQUIRES),
+         "lanes8": KernelSpec("lanes8", kernels)}
 assert tuple(SPECS) == KERNELS
 
 
@@ -94,8 +76,8 @@ class FastEngine:
 
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
-        if requested not in KERNEL_NAMES:
-            raise ValueError(f"unknown kernel {requested!r} (choose from {', '.join(KERNEL_NAMES)})")
+        if requested != "auto" and requested not in SPECS:
+            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
         features = host_features() if features is None else features
         if requested != "auto":
             spec = SPECS[requested]

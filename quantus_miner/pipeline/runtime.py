@@ -20,7 +20,7 @@ import numpy as np
 import trio
 
 from ..core.config import ServiceConfig
-from ..core.jobs import Cause, Ending, Job, JobSnapshot, JobTable, Progress
+from ..core.jobs import Cause, Ending, Job, JobSnapshot, JobStatus, JobTable, Progress
 from ..core.partition import Frontier
 from ..core.requests import MineRequest, TooManyJobs
 from ..engines.base import Engine
@@ -45,6 +45,7 @@ class RuntimeStatistics:
     cluster: dict | None = None  # cluster mode: scheduler, connected, workers, threads
     ended: dict = attrs.field(factory=dict)  # (engine, end status) -> jobs, since start
     started_at: float = 0.0  # wall-clock time.time() the runtime was made (counters' `_created`)
+    device: str | None = None  # a GPU engine: its devices in words
 
 
 @attrs.define
@@ -158,12 +159,27 @@ class MinerRuntime:
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.executor.capacity(),
                                  len(self._table.running()), len(self._table), self.hashes,
                                  self.jobs_completed, self.jobs_ended, self.executor.health(),
-                                 dict(self._ended), self.started_at)
+                                 dict(self._ended), self.started_at,
+                                 getattr(self.engine, "device", None))
 
     def frontier(self, job_id: str) -> Frontier | None:
         """The cursor of `job_id` while its executor runs it (its `resume_point()`: where a stopped search resumes)."""
         shell = self._shells.get(job_id)
         return shell.feed.frontier if shell is not None else None
+
+    def device_rates(self) -> list[tuple[str, str, float]]:
+        """A GPU engine's devices as (label, name, nonces/s summed over running jobs' workers on it); else [].
+
+        Worker w of a job runs on device w mod the device count (`GpuEngine.for_slot`): bounded by the devices.
+        """
+        devices = getattr(self.engine, "devices", None) or []
+        rates = [0.0] * len(devices)
+        for snap in self.snapshots() if devices else ():
+            if snap.status is JobStatus.RUNNING:
+                for w in snap.workers:
+                    if w.rate is not None and not w.finished:
+                        rates[w.worker % len(devices)] += w.rate
+        return [(f"gpu{d.index}", d.label, rate) for d, rate in zip(devices, rates)]
 
     async def wait_settled(self, job_id: str) -> None:
         """Wait until every worker thread of `job_id` has returned (at once if it already has)."""

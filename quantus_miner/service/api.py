@@ -132,6 +132,8 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
         stats = runtime.statistics()
         body = {"status": "ok", "engine": stats.engine, "kernel": stats.kernel, "cores": stats.cores,
                 "version": __version__, "active_jobs": stats.active_jobs}
+        if stats.device is not None:  # a GPU engine: its devices (cores then counts them, one slot each)
+            body["device"] = stats.device
         if stats.cluster is not None:  # cluster mode: scheduler, connected, workers, threads
             body["cluster"] = stats.cluster
         return json_response(body)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ..cluster.executor import ClusterExecutor
 from ..core.config import ServiceConfig
-from ..engines import Engine, get_engine
+from ..engines import Engine, get_engine, slots
 from ..engines.base import measure_rate
 from ..pipeline.runtime import MinerRuntime
 from .metrics import MinerMetrics
@@ -31,17 +31,19 @@ def describe(config: ServiceConfig) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
 
 
-async def start_engine(config: ServiceConfig) -> tuple[Engine, float]:
-    """The configured engine, warmed (kernels compiled or loaded), and its one-thread probe rate."""
+async def start_engine(config: ServiceConfig) -> tuple[Engine, float, ServiceConfig]:
+    """The configured engine, warmed (kernels compiled or loaded), its one-thread probe rate, and the
+    configuration to run with (a GPU engine: `cores` = its devices, one executor slot each)."""
     log.info("configuration: %s", describe(config))
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
     # interval hands it back to the event loop quickly, keeping the node's polls fast.
     sys.setswitchinterval(GIL_SWITCH_S)
-    engine = get_engine(config.engine, config.kernel)
+    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
     # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
     await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
     probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
-    return engine, probe
+    return engine, probe, config
 
 
 async def open_executor(config: ServiceConfig, engine: Engine, probe: float | None,
@@ -71,6 +73,8 @@ async def start_pipeline(nursery: trio.Nursery, config: ServiceConfig, engine: E
     runtime = MinerRuntime(config, engine, measured_rate=probe, clock=time.monotonic, executor=executor)
     await nursery.start(runtime.run)
     metrics.observe(runtime)
+    if getattr(engine, "devices", None):  # a GPU engine: per-device series
+        metrics.observe_devices(runtime.device_rates, engine.kernel)
     return runtime, metrics
 
 
@@ -78,6 +82,6 @@ def where(config: ServiceConfig, runtime: MinerRuntime) -> str:
     """Where the miner mines, for the ready line."""
     if config.cluster is not None:
         return f"the Dask cluster at {config.cluster} ({runtime.executor.capacity()} thread(s) now)"
-    return f"{config.cores} core(s)"
+    return getattr(runtime.engine, "device", None) or f"{runtime.config.cores} core(s)"
 
 

@@ -41,7 +41,7 @@ class Family:
     kind: str  # "counter" or "gauge"
     help: str
     labels: tuple[str, ...] = ()
-    cluster: bool = False  # cluster mode only
+    only: str | None = None  # "cluster" or "gpu": registered in that mode only
 
     def new(self, created: float | None = None):
         """An empty family to add samples to."""
@@ -64,21 +64,26 @@ FAMILIES = {f.name: f for f in (
     Family("miner_job_status", "gauge", "1 for the job's current status", (*J, "status")),
     Family("miner_thread_hashes", "counter", "Nonces tested per worker", T),
     Family("miner_thread_hash_rate", "gauge", "EMA of the worker's delta rate (nonces/s)", T),
-    Family("miner_cluster_connected", "gauge", "1 while the Dask scheduler answers", cluster=True),
-    Family("miner_cluster_workers", "gauge", "Dask workers in the cluster", cluster=True),
-    Family("miner_cluster_threads", "gauge", "Mining threads of all Dask workers", cluster=True),
-    Family("miner_cluster_chunks", "counter", "Chunk tasks completed on the cluster", cluster=True),
+    Family("miner_cluster_connected", "gauge", "1 while the Dask scheduler answers", only="cluster"),
+    Family("miner_cluster_workers", "gauge", "Dask workers in the cluster", only="cluster"),
+    Family("miner_cluster_threads", "gauge", "Mining threads of all Dask workers", only="cluster"),
+    Family("miner_cluster_chunks", "counter", "Chunk tasks completed on the cluster", only="cluster"),
     Family("miner_cluster_chunks_retried", "counter",
-           "Chunks Dask re-ran on another worker after their worker was lost", cluster=True),
+           "Chunks Dask re-ran on another worker after their worker was lost", only="cluster"),
     Family("miner_cluster_worker_hash_rate", "gauge",
-           "A worker's measured nonces/s (its threads' EMA rate x threads)", ("worker",), cluster=True),
+           "A worker's measured nonces/s (its threads' EMA rate x threads)", ("worker",), only="cluster"),
     Family("miner_cluster_worker_hashes", "counter", "Nonces counted from a worker's chunks", ("worker",),
-           cluster=True),
+           only="cluster"),
+    Family("miner_device_hash_rate", "gauge", "A GPU's nonces/s: its workers' EMA rates, running jobs", ("device",),
+           only="gpu"),
+    Family("miner_device_info", "gauge", "1 per GPU in use: its name and the kernel it runs",
+           ("device", "name", "kernel"), only="gpu"),
 )}
 RUNTIME = ("miner_hashes", "miner_jobs", "miner_jobs_by_engine", "miner_hash_rate", "miner_active_jobs",
            "miner_job_hashes", "miner_job_hash_rate", "miner_job_status", "miner_thread_hashes",
            "miner_thread_hash_rate")
-CLUSTER = tuple(name for name, f in FAMILIES.items() if f.cluster)
+CLUSTER = tuple(name for name, f in FAMILIES.items() if f.only == "cluster")
+DEVICES = tuple(name for name, f in FAMILIES.items() if f.only == "gpu")
 
 
 def describe(names: tuple[str, ...]) -> list:
@@ -158,6 +163,28 @@ class ClusterCollector:
         yield from f.values()
 
 
+class DeviceCollector:
+    """GPU engines: per-device families, read at scrape time; one series per device in use (bounded by the
+    devices present, at most `MAX_DEVICE_SERIES`)."""
+
+    def __init__(self, devices: Callable[[], list[tuple[str, str, float]]], kernel: str):
+        self._devices = devices
+        self._kernel = kernel
+
+    def describe(self):
+        return describe(DEVICES)
+
+    def collect(self):
+        rate, info = (FAMILIES[name].new() for name in DEVICES)
+        for label, name, value in self._devices()[:MAX_DEVICE_SERIES]:
+            rate.add_metric([label], value)
+            info.add_metric([label, name, self._kernel], 1.0)
+        yield from (rate, info)
+
+
+MAX_DEVICE_SERIES = 64
+
+
 class MinerMetrics:
     """The miner's metric set on a caller-supplied registry (never the global one)."""
 
@@ -188,3 +215,8 @@ class MinerMetrics:
     def observe_cluster(self, stats: Callable) -> None:
         """Expose the cluster families (cluster mode only) from whatever `stats()` returns at each scrape."""
         self.registry.register(ClusterCollector(stats))
+
+    def observe_devices(self, devices: Callable[[], list[tuple[str, str, float]]], kernel: str) -> None:
+        """Expose the per-device families (GPU engines only) from whatever `devices()` returns at each scrape."""
+        self.registry.register(DeviceCollector(devices, kernel))
+

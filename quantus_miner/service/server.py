@@ -115,7 +115,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     `speed_windows` are the speed line's windows and `speed_sample_s` its sampling period, in seconds
     (tests shorten them).
     """
-    engine, probe = await start_engine(config)
+    engine, probe, config = await start_engine(config)
     registry = registry if registry is not None else CollectorRegistry()
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),

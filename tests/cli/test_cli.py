@@ -26,8 +26,8 @@ from ..support import MAX, free_port, mine_body, run
     ([], {"MINER_CORES": "two"}, "MINER_CORES='two' has the wrong format"),
     (["--job-retention-s", "0"], {}, "--job-retention-s='0' must be a number of seconds >= 5"),
     ([], {"MINER_JOB_RETENTION_S": "1"}, "MINER_JOB_RETENTION_S='1' must be a number of seconds >= 5"),
-    ([], {"MINER_KERNEL": "bogus"}, "MINER_KERNEL='bogus' must be one of auto, ifma8, lanes8"),
-    (["--kernel", "avx9"], {}, "--kernel='avx9' must be one of auto, ifma8, lanes8"),
+    ([], {"MINER_KERNEL": "bogus"}, "MINER_KERNEL='bogus' must be one of auto, ifma8, avx2x8, lanes8, v2-avx512, v2-avx2, v2-lanes8"),
+    (["--kernel", "avx9"], {}, "--kernel='avx9' must be one of auto, ifma8, avx2x8, lanes8, v2-avx512, v2-avx2, v2-lanes8"),
     (["--max-connections", "0"], {}, "--max-connections='0' must be an integer 1-65536"),
     ([], {"MINER_IDLE_TIMEOUT_S": "0"}, "MINER_IDLE_TIMEOUT_S='0' must be a number of seconds 0.1-3600"),
 ])
@@ -44,7 +44,7 @@ async def test_every_command_validates_the_kernel_like_any_setting(command, args
     result = await run(command, "--help")
     assert "--kernel MINER_KERNEL" in result.stdout.decode()
     result = await run(command, *args, env={"MINER_KERNEL": "bogus"})
-    assert result.returncode == 2 and "MINER_KERNEL='bogus' must be one of auto, ifma8, lanes8" in result.stderr.decode()
+    assert result.returncode == 2 and "MINER_KERNEL='bogus' must be one of auto, ifma8, avx2x8, lanes8, v2-avx512, v2-avx2, v2-lanes8" in result.stderr.decode()
 
 
 def test_flag_beats_env_beats_default():

@@ -7,6 +7,8 @@ engine's lanes scan contiguous nonces, so it must find exactly the same nonce.
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -182,15 +184,16 @@ def test_every_kernel_can_be_forced(kernel):
 
 
 def test_auto_prefers_ifma_where_the_host_has_it_and_skips_it_where_not():
-    assert FastEngine.for_host("auto", frozenset({"avx2"})).candidates == (SPECS["lanes8"],)
-    assert FastEngine.for_host("auto", frozenset({"avx512f", "avx512ifma"})).candidates == tuple(SPECS.values())
+    assert FastEngine.for_host("auto", frozenset({"sse4.2"})).candidates == (SPECS["lanes8"],)
+    assert FastEngine.for_host("auto", frozenset({"avx2"})).candidates == (SPECS["avx2x8"], SPECS["lanes8"])
+    assert FastEngine.for_host("auto", frozenset({"avx2", "avx512f", "avx512ifma"})).candidates == tuple(SPECS.values())
 
 
 def test_host_features_are_what_numba_compiles_for(monkeypatch):
     # NUMBA_CPU_FEATURES narrows the target: the IFMA kernel must then not even be tried
     monkeypatch.setattr("numba.core.config.CPU_FEATURES", "+avx,+avx2,-avx512f,-avx512ifma")
     assert "avx2" in host_features() and "avx512ifma" not in host_features()
-    assert FastEngine.for_host("auto").candidates == (SPECS["lanes8"],)
+    assert FastEngine.for_host("auto").candidates == (SPECS["avx2x8"], SPECS["lanes8"])
 
 
 def test_forcing_a_kernel_the_host_cannot_run_is_refused():
@@ -227,12 +230,12 @@ def test_a_forced_kernel_failing_its_self_test_is_refused():
 
 
 def test_unknown_kernel_is_refused():
-    with pytest.raises(ValueError, match=r"^unknown kernel 'avx9' \(choose from auto, ifma8, lanes8\)$"):
+    with pytest.raises(ValueError, match=r"^unknown kernel 'avx9' \(choose from auto, ifma8, avx2x8, lanes8\)$"):
         FastEngine.for_host("avx9")
 
 
 def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline, cpu-fast-v2, cpu-baseline-v2\)$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'gpu' \(choose from cpu-fast, cpu-baseline, cpu-fast-v2, cpu-baseline-v2, gpu-cuda, gpu-cuda-v2\)$"):
         get_engine("gpu")
 
 
@@ -268,3 +271,18 @@ def test_an_unwritable_numba_cache_dir_falls_back_with_one_warning_never_into_th
     assert not cache_path.startswith(os.path.dirname(quantus_miner.__file__))
     warnings = result.stderr.strip().splitlines()
     assert len(warnings) == 1 and "NUMBA_CACHE_DIR=" in warnings[0] and "not writable" in warnings[0], result.stderr
+
+
+@pytest.mark.skipif("avx2" not in host_features(), reason="this host lacks AVX2")
+def test_avx2_kernel_built_without_avx512():
+    # a Haswell target: LLVM may use no AVX-512 instruction; auto then takes avx2x8, which passes its self-test
+    from numba.core.codegen import get_host_cpu_features
+
+    flat = ",".join(("-" + f[1:]) if f[1:].startswith(("avx512", "amx", "avxvnni", "avx10")) else f
+                    for f in get_host_cpu_features().split(","))
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=flat)
+    code = ("from quantus_miner.engines import get_engine; e = get_engine('cpu-fast'); e.warm_up(); "
+            "print(e.kernel)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["avx2x8-29bit-avx2"]

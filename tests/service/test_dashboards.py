@@ -18,6 +18,8 @@ import pytest
 import trio
 import yaml
 
+from quantus_miner.engines.gpu import gpu_problem
+
 from ..support import EASY, Cluster, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ EXPORTED = {  # docs/metrics.md, as exposed (counters with _total)
     "miner_cluster_connected", "miner_cluster_workers", "miner_cluster_threads", "miner_cluster_chunks_total",
     "miner_cluster_chunks_retried_total", "miner_cluster_worker_hash_rate", "miner_cluster_worker_hashes_total",
 }
+GPU_EXPORTED = {"miner_device_hash_rate", "miner_device_info"}  # GPU engines only
 VARIABLE = re.compile(r"\$\{?([A-Za-z_]+)\}?")
 
 
@@ -76,7 +79,7 @@ def test_committed_dashboards_match_the_generator():
 
 def test_every_metric_a_dashboard_or_rule_mentions_is_exported():
     mentioned = {m for e in all_expressions() for m in re.findall(r"\bminer_[a-z_]+", e)}
-    assert mentioned and mentioned <= EXPORTED, mentioned - EXPORTED
+    assert mentioned and mentioned <= EXPORTED | GPU_EXPORTED, mentioned - EXPORTED - GPU_EXPORTED
 
 
 def test_panels_have_clean_legends_honest_titles_and_the_datasource_variable():
@@ -125,15 +128,17 @@ async def live_queries(start_miner, tmp_path, cluster):
     await trio.to_thread.run_sync(cluster.wait_workers, 1)
     miner = await start_miner(progress_chunk_ms=200)
     clustered = await start_miner(progress_chunk_ms=200, cluster=cluster.address)
-    target = miner.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
-    cluster_target = clustered.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    # the GPU panels: a gpu-cuda miner in the CUDA simulator (conftest turns it on), when the gpu extra is here
+    gpu = await start_miner(progress_chunk_ms=200, engine="gpu-cuda") if gpu_problem() is None else None
+    targets = [m.running.metrics_url.removeprefix("http://").removesuffix("/metrics")
+               for m in (miner, clustered, gpu) if m is not None]
     rules_copy = tmp_path / "rules.yml"
     rules_copy.write_text((PROM / "rules.yml").read_text())
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules_copy)],
         "scrape_configs": [{"job_name": "quantus-miner-test", "scrape_interval": "1s", "scrape_timeout": "900ms",
-                            "static_configs": [{"targets": [target, cluster_target]}]}]}))
+                            "static_configs": [{"targets": targets}]}]}))
     port = free_port()
     prom = await trio.lowlevel.open_process(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
@@ -142,6 +147,8 @@ async def live_queries(start_miner, tmp_path, cluster):
         api = f"http://127.0.0.1:{port}/api/v1"
         await miner.mine("running", 0)
         await clustered.mine("clustered", 0)
+        if gpu is not None:
+            await gpu.mine("gpu", 0)
         await miner.mine("done", EASY["cpu-fast"])
         await miner.mine("stopped", 0)
         await miner.wait_status("done", "completed")
@@ -174,7 +181,8 @@ async def live_queries(start_miner, tmp_path, cluster):
                 status, body = await query(expr)
                 if status != 200 or body.get("status") != "success":
                     failures.append((name, panel["title"], expr, body.get("error")))
-                elif not body["data"]["result"] and re.search(r"hash rate|job|request", panel["title"], re.I):
+                elif not body["data"]["result"] and re.search(r"hash rate|job|request|GPU", panel["title"], re.I) \
+                        and (gpu is not None or not panel["title"].startswith("GPU")):
                     empty.append((name, panel["title"], expr))
             for rule in rules():
                 status, body = await query(concrete(rule["expr"]))
@@ -187,10 +195,12 @@ async def live_queries(start_miner, tmp_path, cluster):
                     assert await samples(rule["record"]), rule["record"]  # Prometheus evaluated it too
             assert failures == []
             assert empty == []
-            text = await miner.scrape() + await clustered.scrape()
+            text = await miner.scrape() + await clustered.scrape() + (await gpu.scrape() if gpu else "")
             scraped = {m for m in re.findall(r"^(miner_[a-z_]+?)(?:_created)?[{ ]", text, re.M)}
-            assert EXPORTED <= scraped
+            assert EXPORTED | (GPU_EXPORTED if gpu else set()) <= scraped
             await clustered.client.post("/cancel/clustered")
+            if gpu is not None:
+                await gpu.client.post("/cancel/gpu")
     finally:
         prom.terminate()
         await prom.wait()

@@ -17,9 +17,9 @@ from ..support import EASY, MAX
 from quantus_miner.service.metrics import FAMILIES
 
 # the one family table (service/metrics.FAMILIES) is what the collectors build and what the docs list
-LABEL_FREE = {n: f.kind for n, f in FAMILIES.items() if not f.labels and not f.cluster}
-TYPES = {n: f.kind for n, f in FAMILIES.items() if not f.cluster}
-LABELS = {n: set(f.labels) for n, f in FAMILIES.items() if f.labels and not f.cluster}
+LABEL_FREE = {n: f.kind for n, f in FAMILIES.items() if not f.labels and not f.only}
+TYPES = {n: f.kind for n, f in FAMILIES.items() if not f.only}
+LABELS = {n: set(f.labels) for n, f in FAMILIES.items() if f.labels and not f.only}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
