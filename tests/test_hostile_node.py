@@ -164,6 +164,25 @@ async def test_a_job_repeated_after_a_reconnect_gets_its_stored_result_once(tmp_
             n.cancel_scope.cancel()
 
 
+async def test_a_restarted_node_reusing_an_id_for_a_new_job_gets_it_mined(tmp_path):
+    """The node numbers jobs per process ("1", "2", ...): after a restart an answered id comes back with
+    a new header. That is a new job: mined and sealed, not answered from memory."""
+    sim, rec = NodeSim(), Recorder()
+    sim.set_job(NewJob("1", header(1), EASY))
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as n:
+            await n.start(sim.run)
+            await start_miner(n, sim, tmp_path, rec)
+            await sim.wait_for(lambda: "1" in sim.accepted)
+            sim.seals.clear()  # the node restarts: it forgets its seals, its counter starts again
+            sim.accepted.clear()
+            sim.set_job(NewJob("1", header(2), EASY))  # the restarted node's first job
+            sim.miners[-1].conn.close("node restarting")
+            await sim.wait_for(lambda: "1" in sim.accepted)  # judged against header(2): a new seal
+            assert not rec.of("job_repeat_ignored")
+            n.cancel_scope.cancel()
+
+
 async def test_floods_of_jobs_and_unexpected_messages_leave_the_miner_mining(tmp_path, caplog):
     caplog.set_level(logging.WARNING, "quantus_miner")
     sim, rec = NodeSim(), Recorder()

@@ -9,6 +9,7 @@ cancels the current job as well (the node will resend the current job after reco
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -43,23 +44,34 @@ OnNewJob = Callable[[NewJob], Awaitable[JobOutcome | None]]
 StatusHook = Callable[[str, dict[str, Any]], None]
 
 
+def job_key(msg: dict[str, Any]) -> str:
+    """What makes a NewJob the same job: the whole message, not its id alone (the node numbers its
+    jobs "1", "2", ... per process, so after a restart an old id comes back with a new header)."""
+    return json.dumps(msg, sort_keys=True)
+
+
 class _Answered:
-    """Bounded memory of the JobResults sent, by job id: one answer per job, across reconnects.
+    """Bounded memory of the JobResults sent, by job id and job: one answer per job, across reconnects.
 
     A node repeats its current job after a reconnect; when that job was already answered (the
     result may not have reached it before the connection dropped), the stored result is sent
-    again, once, instead of mining the job again. Later repeats are ignored.
+    again, once, instead of mining the job again. Later repeats are ignored. The same id with a
+    different job (a restarted node) is a new job: mined, and its answer replaces the old one.
     """
 
     def __init__(self, limit: int):
-        self._results: collections.OrderedDict[str, list] = collections.OrderedDict()  # id -> [result, resent]
+        # id -> [result, resent, job key]
+        self._results: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._limit = limit
 
-    def __contains__(self, job_id: str) -> bool:
-        return job_id in self._results
+    def repeats(self, job_id: str, key: str) -> bool:
+        """Whether the job `key` under `job_id` was already answered."""
+        entry = self._results.get(job_id)
+        return entry is not None and entry[2] == key
 
-    def add(self, result: JobResult) -> None:
-        self._results[result.job_id] = [result, False]
+    def add(self, result: JobResult, key: str) -> None:
+        self._results.pop(result.job_id, None)  # newest last: the oldest answer is forgotten first
+        self._results[result.job_id] = [result, False, key]
         if len(self._results) > self._limit:
             self._results.popitem(last=False)
 
@@ -185,23 +197,23 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                     session.warn("no id", "%s; not answered (no job id to echo)", exc)
                 elif (why := unanswerable(exc.job_id)) is not None:
                     session.warn(why, "%s; not answered: %s", exc, why)
-                elif exc.job_id in answered:
+                elif answered.repeats(exc.job_id, key := job_key(msg)):
                     await _answer_repeat(conn, exc.job_id, answered, status)
                 else:
                     session.warn(exc.reason, "%s; answering status 'failed'", exc)
-                    await _send_result(conn, JobResult("failed", exc.job_id), answered, status)
+                    await _send_result(conn, JobResult("failed", exc.job_id), key, answered, status)
                 continue
             if (why := unanswerable(job.job_id)) is not None:
                 session.warn(why, "skipping job %s: %s, and the node only accepts a result under its own id",
                              show_id(job.job_id), why)
                 status("job_skipped", {"job_id": job.job_id, "reason": why})
                 continue
-            if job.job_id in answered:
+            if answered.repeats(job.job_id, key := job_key(msg)):
                 await _answer_repeat(conn, job.job_id, answered, status)
                 continue
             status("job", {"job_id": job.job_id})
             current = trio.CancelScope()
-            nursery.start_soon(_mine, conn, job, current, on_new_job, answered, status)
+            nursery.start_soon(_mine, conn, job, key, current, on_new_job, answered, status)
         if conn.frame_error is not None:
             log.error("closed the connection: malformed frame from node (%s)", conn.frame_error)
         nursery.cancel_scope.cancel()  # connection gone: stop mining the old job
@@ -217,10 +229,10 @@ async def _answer_repeat(conn: QuicStreamConnection, job_id: str, answered: _Ans
         return
     log.info("job %s repeated by the node; sending its stored result again instead of mining it",
              show_id(job_id))
-    await _send_result(conn, stored, answered, status, resend=True)
+    await _send_result(conn, stored, "", answered, status, resend=True)
 
 
-async def _mine(conn: QuicStreamConnection, job: NewJob, scope: trio.CancelScope,
+async def _mine(conn: QuicStreamConnection, job: NewJob, key: str, scope: trio.CancelScope,
                 on_new_job: OnNewJob, answered: _Answered, status: StatusHook) -> None:
     outcome: JobOutcome | None
     with scope:
@@ -234,13 +246,13 @@ async def _mine(conn: QuicStreamConnection, job: NewJob, scope: trio.CancelScope
         return
     result = JobResult(outcome.status, job.job_id, outcome.nonce, outcome.hash_count,
                        outcome.elapsed_time)
-    await _send_result(conn, result, answered, status)
+    await _send_result(conn, result, key, answered, status)
 
 
-async def _send_result(conn: QuicStreamConnection, result: JobResult, answered: _Answered,
+async def _send_result(conn: QuicStreamConnection, result: JobResult, key: str, answered: _Answered,
                        status: StatusHook, *, resend: bool = False) -> None:
-    """Send at most one JobResult per job id (plus one re-send); a send that fails does not count."""
-    if result.job_id in answered and not resend:
+    """Send at most one JobResult per job (plus one re-send); a send that fails does not count."""
+    if not resend and answered.repeats(result.job_id, key):
         log.debug("job %s already answered; not sending again", show_id(result.job_id))
         return
     try:
@@ -252,5 +264,5 @@ async def _send_result(conn: QuicStreamConnection, result: JobResult, answered: 
         log.warning("could not send result for job %s: %s", show_id(result.job_id), exc)
         return
     if not resend:
-        answered.add(result)
+        answered.add(result, key)
     status("result_sent", {"job_id": result.job_id, "status": result.status, "resend": resend})

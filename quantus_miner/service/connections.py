@@ -299,6 +299,10 @@ class GuardedTCPServer(TCPServer):
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
+                # the peer is gone: without this, an idle connection (no request in flight, e.g. a
+                # scraper that closed) lingered in the task group until the keep-alive timer fired,
+                # holding one of the metrics port's 8 slots for the whole idle timeout
+                await self.idle_task.stop()
         except OSError:
             pass
         finally:
