@@ -1,9 +1,5 @@
 """quantus-miner: an external QPoW miner for the Quantus Network node."""
 
-import os
-from pathlib import Path
-
+# Numba's cache directory is chosen by `engines.cache.configure_numba_cache` when an engine is
+# built (never at import, and never by editing the user's environment here).
 __version__ = "0.1.0"
-
-# Numba's on-disk kernel cache must never land in the source tree (or site-packages).
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "quantus-miner" / "numba"))

@@ -28,7 +28,8 @@ import time
 import httpx
 import trio
 
-ZERO = "00" * 32
+from quantus_miner.core.qpow import MAX_U512
+from quantus_miner.core.requests import MineRequest, mine_body
 
 
 def start_server(fd_limit: int, *extra: str) -> tuple[subprocess.Popen, str, str | None]:
@@ -126,8 +127,7 @@ async def scrapes(args) -> dict:
     try:
         async with httpx.AsyncClient(base_url=api, timeout=30) as c:
             for i in range(args.finished):
-                await c.post("/mine", json={"job_id": f"old{i}", "mining_hash": ZERO, "distance_threshold": "0",
-                                            "nonce_start": "0" * 127 + "1", "nonce_end": "f" * 128})
+                await c.post("/mine", json=mine_body(MineRequest(f"old{i}", bytes(32), 0, 1, MAX_U512)))
                 await c.post(f"/cancel/old{i}")
             costs = []
             async with httpx.AsyncClient(timeout=30) as m:
@@ -138,8 +138,7 @@ async def scrapes(args) -> dict:
                     await trio.sleep(1.1)  # past the cache interval: each one is built afresh
             body = r.text
             sample_count = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-            await c.post("/mine", json={"job_id": "live", "mining_hash": ZERO, "distance_threshold": "0",
-                                        "nonce_start": "0" * 127 + "1", "nonce_end": "f" * 128})
+            await c.post("/mine", json=mine_body(MineRequest("live", bytes(32), 0, 1, MAX_U512)))
             # the scrapers run in their own process (as another host's would), the node's poller here
             storm = await trio.lowlevel.open_process(
                 [sys.executable, __file__, "_storm", metrics, str(args.scrapers), str(args.seconds)],

@@ -28,6 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import Cluster  # noqa: E402  (the test suite's process helper)
 
+from quantus_miner.core.requests import MineRequest, mine_body  # noqa: E402
 from quantus_miner.engines.base import BENCH_HEADER  # noqa: E402
 
 MINER = [sys.executable, "-m", "quantus_miner"]
@@ -43,8 +44,7 @@ def serve(*args: str) -> tuple[subprocess.Popen, str]:
 
 
 def mine(url: str, job_id: str, n: int) -> float:
-    body = {"job_id": job_id, "mining_hash": BENCH_HEADER.hex(), "distance_threshold": "0",
-            "nonce_start": format(1, "0128x"), "nonce_end": format(n, "0128x")}
+    body = mine_body(MineRequest(job_id, BENCH_HEADER, 0, 1, n))
     with httpx.Client(base_url=url, timeout=10) as c:
         assert c.post("/mine", json=body).status_code == 200
         while (r := c.get(f"/result/{job_id}").json())["status"] == "running":

@@ -22,6 +22,8 @@ import uuid
 
 import trio
 
+from quantus_miner.core import qpow, requests
+
 MINER = [sys.executable, "-m", "quantus_miner", "serve"]
 RETENTION_S = 5  # the least --job-retention-s accepts (MIN_JOB_RETENTION_S)
 
@@ -79,8 +81,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def mine_body(job_id: str) -> dict:
-    return {"job_id": job_id, "mining_hash": "00" * 32, "distance_threshold": "0",
-            "nonce_start": format(1, "0128x"), "nonce_end": "f" * 128}
+    return requests.mine_body(requests.MineRequest(job_id, bytes(32), 0, 1, qpow.MAX_U512))
 
 
 def resources(pid: int) -> dict:

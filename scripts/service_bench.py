@@ -22,14 +22,14 @@ from prometheus_client import CollectorRegistry
 from quantus_miner.core import qpow
 from quantus_miner.core.config import ServiceConfig, available_cores
 from quantus_miner.engines import get_engine
+from quantus_miner.core.requests import MineRequest, mine_body
 from quantus_miner.engines.base import BENCH_HEADER
-from quantus_miner.engines.local import solve
+from quantus_miner.pipeline.solve import solve
 from quantus_miner.service.server import serve_miner
 
 
 def body(job_id: str, end: int = qpow.MAX_NONCE) -> dict:
-    return {"job_id": job_id, "mining_hash": BENCH_HEADER.hex(),
-            "distance_threshold": "0", "nonce_start": format(1, "0128x"), "nonce_end": format(end, "0128x")}
+    return mine_body(MineRequest(job_id, BENCH_HEADER, 0, 1, end))
 
 
 def bench_rate(engine_name: str, cores: int, seconds: float) -> tuple[float, float, str]:

@@ -18,7 +18,7 @@ import httpx
 import trio
 from prometheus_client import CollectorRegistry
 
-from quantus_miner.core import qpow
+from quantus_miner.core import qpow, requests
 
 MAX = qpow.MAX_U512
 ZERO_HEADER = "00" * 32
@@ -26,8 +26,7 @@ EASY = {"cpu-fast": MAX // 200_000, "cpu-baseline": MAX // 200}  # ~0.1 s of min
 
 
 def mine_body(job_id: str, threshold: int, start: int = 1, end: int = MAX, header: str = ZERO_HEADER) -> dict:
-    return {"job_id": job_id, "mining_hash": header, "distance_threshold": str(threshold),
-            "nonce_start": format(start, "0128x"), "nonce_end": format(end, "0128x")}
+    return requests.mine_body(requests.MineRequest(job_id, bytes.fromhex(header), threshold, start, end))
 
 
 @attrs.define

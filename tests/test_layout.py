@@ -13,14 +13,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "quantus_miner"
 IMPURE = {"trio", "quart", "quart_trio", "hypercorn", "numba", "llvmlite", "numpy", "prometheus_client", "httpx",
           "werkzeug", "socket", "asyncio", "threading", "subprocess", "aioquic", "cryptography", "ssl", "distributed",
           "dask"}
-LAYERS = ["core", "engines", "cluster", "quic", "service", "devnet", "cli"]  # a layer imports only earlier ones
+LAYERS = ["core", "engines", "pipeline", "cluster", "quic", "service", "devnet", "cli"]  # a layer imports only earlier ones
 # quic/ (issue 14) is the trio + aioquic transport of the 2026 node protocol: it needs only the pure
 # wire format (core.quic_messages), so it sits beside engines; service drives the runtime from it
 # (service.node_client), and the devnet's QUIC node simulator serves through it. cluster/ (issue 13)
 # runs engines on Dask workers; service feeds it.
-ALLOWED = {"core": set(), "engines": {"core"}, "cluster": {"core", "engines"}, "quic": {"core"},
-           "service": {"core", "engines", "cluster", "quic"}, "devnet": {"core", "quic"},
-           "cli": {"core", "engines", "cluster", "quic", "service", "devnet"}}
+# pipeline/ (issue 18) is the one job pipeline: the runtime, the executor interface, the chunk loop and
+# the local executor; the cluster executor is one of its executors, the service composes it.
+ALLOWED = {"core": set(), "engines": {"core"}, "pipeline": {"core", "engines"},
+           "cluster": {"core", "engines", "pipeline"}, "quic": {"core"},
+           "service": {"core", "engines", "pipeline", "cluster", "quic"}, "devnet": {"core", "quic"},
+           "cli": {"core", "engines", "pipeline", "cluster", "quic", "service", "devnet"}}
 # Numba engines; Dask (never loaded in local mode)
 DEFERRED = {"quantus_miner.engines.fast", "quantus_miner.engines.fast_v2", "distributed", "quantus_miner.cluster.worker",
             # numba-cuda (the optional gpu extra) and the GPU engine modules that import it
@@ -131,5 +134,38 @@ def test_the_checker_finds_cycles_and_reads_imports():
     # the checks above can fail: a cycle is found, and real imports (relative ones too) are read
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    runtime = {t for t, _ in GRAPH["quantus_miner.service.runtime"]}
-    assert {"trio", "quantus_miner.core.jobs", "quantus_miner.service.metrics"} <= runtime
+    runtime = {t for t, _ in GRAPH["quantus_miner.pipeline.runtime"]}
+    assert {"trio", "quantus_miner.core.jobs", "quantus_miner.pipeline.executor"} <= runtime
+    assert "prometheus_client" in reach("quantus_miner.service.metrics")  # the reach below can see it
+
+
+def reach(module: str) -> set[str]:
+    """Every module `module` imports at import time, directly or through others (and their packages)."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        for target, inside in GRAPH.get(m, ()):
+            if inside:
+                continue
+            parts = target.split(".")
+            for n in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+                t = ".".join(parts[:n])
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+    return seen
+
+
+def test_the_runtime_knows_nothing_of_prometheus():
+    # metrics are pulled (issue 18): the module defining the runtime reaches no prometheus_client
+    assert "prometheus_client" not in reach("quantus_miner.pipeline.runtime")
+
+
+def test_the_512_bit_bound_is_assigned_once():
+    # issue 18: core/qpow.MAX_U512 is the one definition; everything else imports it
+    pattern = ("(1 << 512) - 1", "2 ** 512 - 1", "2**512 - 1", "(1<<512)-1")
+    sites = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in FILES if p.name != "_generated_kernels.py"
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Assign) and ast.unparse(node.value).replace(" ", "") in
+             {x.replace(" ", "") for x in pattern}]
+    assert sites == ["core/qpow.py:" + sites[0].split(":")[1]] and len(sites) == 1, sites

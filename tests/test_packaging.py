@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # a fresh venv and a pip install: minutes (run with --run-slow)
 
 
 def test_a_plain_install_without_extras_runs_the_devnet(tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..core.config import POW_OF_ENGINE, ConfigError, ServiceConfig, resolve, settings_for
+from ..core.config import ConfigError, ServiceConfig, resolve, settings_for
 from ..engines import engine_problem, kernel_problem
 
 
@@ -43,8 +43,6 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
         config = resolve({s.name: getattr(args, s.name) for s in settings_for(command)}, command=command)
     except ConfigError as exc:
         parser.error(str(exc))
-    if config.cluster is not None and POW_OF_ENGINE[config.engine] != "v1":
-        parser.error(f"--cluster mines QPoW v1 only; --engine={config.engine!r} is a v2 engine")
     if problem := engine_problem(config.engine, config.gpu_devices):
         parser.error(f"--engine={config.engine}: {problem}")
     if problem := kernel_problem(config.engine, config.kernel):

@@ -12,20 +12,18 @@ import numpy as np
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..cluster.executor import ClusterExecutor, ClusterUnavailable
+from ..cluster.executor import ClusterUnavailable
 from ..core import qpow
 from ..core.config import ServiceConfig
 from ..core.requests import MineRequest
 from ..engines import Engine, get_engine, slots
+from ..service.compose import open_executor, start_pipeline
 from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
-from ..engines.local import LocalResult, solve
-from ..service.metrics import MinerMetrics
-from ..service.runtime import MinerRuntime
+from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, positive_float, positive_int, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
 
-HELP = "measure nonces per second"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -63,8 +61,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
             # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
             result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, slots(engine, config.cores), seconds=args.seconds,
-                           flag=flag,
-                           on_progress=lambda frontier, elapsed: status.update(frontier.tested, elapsed))
+                           flag=flag, on_progress=status.update)
         status.clear()
         latency = None if stop.signum else cancel_latency(engine, stop_flag=flag)
         report = {
@@ -165,12 +162,10 @@ def run_cluster(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 
 async def cluster_bench(config: ServiceConfig, seconds: float, nonces: int | None) -> dict:
-    engine = get_engine(config.engine, config.kernel)
+    engine = get_engine(config.engine, config.kernel)  # names the workers' engine; nothing runs here
+    executor = await open_executor(config, engine, None)  # raised plainly (not in a group): exit 2
     async with trio.open_nursery() as nursery:
-        executor = await ClusterExecutor.open(config, engine.name)
-        await nursery.start(executor.run)
-        runtime = MinerRuntime(config, engine, MinerMetrics(CollectorRegistry()), executor=executor)
-        await nursery.start(runtime.run)
+        runtime, _ = await start_pipeline(nursery, config, engine, None, executor, CollectorRegistry())
         while executor.capacity() == 0:  # a job waits for workers; so does the clock of the benchmark
             await trio.sleep(0.1)
         cpu0 = time.process_time()  # this process is the coordinator: runtime, executor, Dask client

@@ -2,7 +2,7 @@
 
 Exit status: 0 after a graceful SIGTERM stop, 130 after SIGINT (a daemon: see `signals`), 1 when the
 node refuses the token or its certificate does not match the pin (permanent: retrying cannot help),
-2 for bad arguments or credential files. Every other failure (node down, network, bad frames, any
+2 for bad arguments, credential files or an unreachable `--cluster` scheduler. Every other failure (node down, network, bad frames, any
 job a node sends) is retried with back-off 1 s -> 30 s or skipped with a warning. Stopping logs one
 summary line: jobs, seals sent, nonces, uptime.
 """
@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
 from ..quic.tls import CredentialError
@@ -27,7 +28,6 @@ from ..service.server import BindError
 from .args import add_settings, resolve_settings, setup_logging
 from .signals import SignalStop
 
-HELP = "mine for a 2026 node over QUIC (QPoW v2)"
 
 log = logging.getLogger("quantus_miner")
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with SignalStop(on_signal=lambda signum: None, command="connect") as stop:  # armed once trio runs
         try:
             trio.run(connect_until_stopped, config, stop, tally, started)
-        except* (CredentialError, BindError, AuthFailed, PinMismatch) as group:
+        except* (CredentialError, BindError, ClusterUnavailable, AuthFailed, PinMismatch) as group:
             failures.extend(group.exceptions)
         running = started[0] if started else None
         uptime = time.monotonic() - t0

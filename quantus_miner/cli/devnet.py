@@ -21,21 +21,21 @@ import attrs
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..core.config import ConfigError, ServiceConfig, check_pow
+from ..core.config import NETWORKS, ConfigError, Pow, ServiceConfig, check_pow
 from ..core.speed import duration
 from ..devnet import chain
 from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..quic import tls
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator, ProtocolError
 from ..cluster.executor import ClusterUnavailable
+from ..service.compose import where
 from ..service.node_client import connect_miner
-from ..service.runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
 from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
 from .signals import SignalStop
 from .status import CLEAR
 
-HELP = "mine blocks against a built-in node simulator"
 
 log = logging.getLogger("quantus_miner.devnet")
 
@@ -54,7 +54,7 @@ NO_MINER_DIFFICULTY = 1_000_000  # ~0.5 s for one cpu-fast-v2 core; the chain ad
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", choices=("2025", "2026"), default="2025",
+    p.add_argument("--network", choices=tuple(NETWORKS), default="2025",
                    help="2025: HTTP node, QPoW v1 (default); 2026: QUIC node (chain v0.10.0), QPoW v2")
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
     p.add_argument("--block-time", type=positive_float, default=10.0, help="target seconds per block (default 10)")
@@ -147,9 +147,8 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
                                                                           task_status=task_status))
             started.append(running.runtime)
             t0 = trio.current_time()  # the miner's warm-up is not mining time
-            where = f"cluster {config.cluster}" if config.cluster else f"{running.runtime.config.cores} core(s)" \
-                if not hasattr(running.runtime.engine, "device") else running.runtime.engine.device
-            print(f"devnet: miner {running.api_url} ({config.engine}, {where}); "
+            place = f"cluster {config.cluster}" if config.cluster else where(config, running.runtime)
+            print(f"devnet: miner {running.api_url} ({config.engine}, {place}); "
                   f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
             task_status.started(running)
             await NodeSimulator(running.api_url, **sim_kwargs).run()
@@ -212,12 +211,10 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
                                       tls_cert_sha256_file=str(pin_path))
                 running = await nursery.start(partial(connect_miner, config, registry=CollectorRegistry()))
                 started.append(running)
-                engine = running.runtime.engine  # a GPU engine: one slot per device (the runtime's config counts them)
-                where = engine.device if hasattr(engine, "device") else f"{config.cores} core(s)"
-                print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {where}; "
+                print(f"devnet: QUIC node 127.0.0.1:{port}, miner {config.engine} on {where(config, running.runtime)}; "
                       f"metrics at {running.metrics_url}", file=sys.stderr, flush=True)
                 task_status.started(running)
-                rate = (running.runtime.measured_rate or 1000.0) * running.runtime.config.cores
+                rate = (running.runtime.measured_rate or 1000.0) * max(1, running.runtime.executor.capacity())
                 difficulty = getattr(args, "start_difficulty", None) or max(1, int(rate * args.block_time))
             t0 = trio.current_time()  # the miner's warm-up is not mining time
 
@@ -244,18 +241,19 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
-    v2 = args.network == "2026"
+    network = NETWORKS[args.network]
+    v2 = network.pow is Pow.V2
     if v2 and (args.miner_url or args.network_block_rate):
         parser.error("--network 2026 runs its own miner: --miner-url and --network-block-rate are 2025 only")
     if not v2 and (args.no_miner or args.node_port is not None or args.node_dir or args.start_difficulty):
         parser.error("--no-miner, --node-port, --node-dir and --start-difficulty are --network 2026 only")
     if args.node_dir and not args.no_miner:
         parser.error("--node-dir needs --no-miner (the started miner reads the files itself)")
-    if v2 and args.engine is None and not os.environ.get("MINER_ENGINE"):
-        args.engine = "cpu-fast-v2"
+    if args.engine is None and not os.environ.get("MINER_ENGINE"):
+        args.engine = network.engine
     config = resolve_settings(args, parser, "devnet")
     try:
-        check_pow(config.engine, ("v2",) if v2 else ("v1",), f"--network {args.network}")
+        check_pow(config.engine, (network.pow,), f"--network {args.network}")
     except ConfigError as exc:
         parser.error(str(exc))
     setup_logging(config.log_level)

@@ -13,15 +13,14 @@ import os
 import sys
 
 from ..core import protocol, qpow2
-from ..core.config import ConfigError, check_pow
+from ..core.config import ConfigError, Pow, check_pow
 from ..engines import get_engine, slots
 from ..engines.base import new_cancel_flag
-from ..engines.local import LocalResult, solve
+from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, resolve_settings
 from .signals import Interrupted, SignalStop
 from .status import StatusLine
 
-HELP = "solve one job locally"
 
 
 SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a whole 2^512 range never moves)
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.engine = "cpu-fast-v2"
     config = resolve_settings(args, parser, "mine")
     try:
-        check_pow(config.engine, ("v2",) if v2 else ("v1",), "--difficulty" if v2 else "--threshold")
+        check_pow(config.engine, (Pow.V2,) if v2 else (Pow.V1,), "--difficulty" if v2 else "--threshold")
     except ConfigError as exc:
         parser.error(str(exc))
     try:
@@ -67,8 +66,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = StatusLine("mine", quiet=args.quiet, log_s=config.progress_log_s)
     finite = end - start + 1 < SHARE_SHOWN_BELOW
 
-    def progress(frontier, elapsed: float) -> None:
-        status.update(frontier.tested, elapsed, frontier.share() if finite else None)
+    def progress(tested: int, elapsed: float) -> None:
+        status.update(tested, elapsed, tested / (end - start + 1) if finite else None)
 
     with SignalStop(command="mine") as stop:
         engine = get_engine(config.engine, config.kernel, config.gpu_devices)

@@ -17,12 +17,11 @@ import trio
 from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
-from ..service.runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
 from .signals import SignalStop
 
-HELP = "serve the node's HTTP API (default)"
 
 log = logging.getLogger("quantus_miner")
 

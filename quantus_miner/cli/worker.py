@@ -18,7 +18,6 @@ from .signals import Interrupted, SignalStop
 
 log = logging.getLogger("quantus_miner")
 
-HELP = "mine for a `serve --cluster` miner as a Dask worker"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

@@ -6,13 +6,13 @@ call that can block (submit, result, scheduler_info, run, connect) goes through
 from Dask's callback thread. Nothing of Dask's asyncio loop ever runs inside trio's loop, and no
 trio code runs in Dask's: the two loops only exchange thread-safe calls.
 
-Per job, a feeder starts `PIPELINE` (2) *slot* tasks per worker thread in the cluster (and more as
-workers join), so a thread's next chunk is already queued on its worker when one ends. A slot repeatedly takes the next chunk from the job's single cursor (so chunks never
-overlap), sizes it from its worker's measured per-thread rate so it lasts about
-`--progress-chunk-ms`, submits it pinned to its worker (`allow_other_workers=True`: if the worker
-dies, Dask re-runs the chunk elsewhere), and reports the finished task's result as a `Progress`.
+Per job, a feeder starts `PIPELINE` (2) slots (`pipeline.executor.run_slot`, the one chunk loop)
+per worker thread in the cluster (and more as workers join), so a thread's next chunk is already
+queued on its worker when one ends. Each slot's device (`WorkerDevice`) is one Dask worker: its
+first chunk is sized from the worker's measured per-thread rate, and each chunk is submitted
+pinned to it (`allow_other_workers=True`: if the worker dies, Dask re-runs the chunk elsewhere).
 A chunk is counted from its one completed result only, so a re-run chunk is counted once. A
-candidate nonce is re-verified with the reference here before it is reported.
+candidate nonce (QPoW v1 or v2) is re-verified with the reference here before it is reported.
 
 Scheduler loss: running jobs end `failed` ("lost the Dask scheduler at ..."), jobs submitted while
 it is away fail at once with the same reason, `/health` shows `connected: false`, and a monitor
@@ -30,22 +30,19 @@ import uuid
 from functools import partial
 
 import attrs
-import numpy as np
 import trio
 
-from ..core import qpow
 from ..core.config import ServiceConfig
-from ..core.jobs import Job, Progress
-from ..core.outcomes import ConsensusError, verified
-from ..core.partition import next_chunk
-from ..core.rates import MAX_CHUNK, ema, next_chunk_size, seed_chunk
+from ..core.outcomes import ConsensusError, verify
+from ..core.rates import ChunkSizer, ema
 from ..core.requests import MineRequest
+from ..engines.base import Engine
+from ..pipeline.executor import ChunkResult, JobFeed, run_slot
 from . import tasks
 
 log = logging.getLogger("quantus_miner.cluster")
 
 POLL_S = 1.0  # how often the monitor reads the scheduler's worker list (each read costs the scheduler CPU)
-MIN_TAIL_CHUNK = 50_000  # smallest chunk cut near a range's end (a few ms of cpu-fast)
 CLIENT_CALLS = 8  # blocking client calls running at once (each takes well under a millisecond)
 MAX_WORKER_SERIES = 256  # per-worker metric series at most, whatever the cluster's size
 # Chunks in flight per worker thread: while one runs, the next already waits in the worker's queue,
@@ -63,6 +60,8 @@ class ChunkError(RuntimeError):
 
 @attrs.define
 class ClusterWorker:
+    """A Dask worker as the executor knows it: address, name, threads, measured rate, nonces credited."""
+
     address: str
     name: str
     nthreads: int
@@ -72,6 +71,8 @@ class ClusterWorker:
 
 @attrs.frozen
 class WorkerStats:
+    """One worker's figures for the metrics (rate: all its threads)."""
+
     name: str
     nthreads: int
     rate: float  # nonces/s of all its threads, from the measured per-thread rate
@@ -80,6 +81,8 @@ class WorkerStats:
 
 @attrs.frozen
 class ClusterStats:
+    """The cluster as the metrics and bench read it at one moment."""
+
     scheduler: str
     connected: bool
     workers: tuple[WorkerStats, ...]  # at most MAX_WORKER_SERIES of them
@@ -87,18 +90,6 @@ class ClusterStats:
     retried: int
     worker_count: int  # all of them
     threads: int
-
-
-@attrs.define
-class Feed:
-    """A job's one cursor: every chunk is cut from here, so no two chunks overlap."""
-
-    cursor: int
-    end: int
-
-    @property
-    def exhausted(self) -> bool:
-        return self.cursor > self.end
 
 
 def connect(address: str, timeout: float):
@@ -119,16 +110,55 @@ def describe_failure(address: str, exc: BaseException) -> str:
     return f"chunk failed on the cluster: {exc!r}"
 
 
+class WorkerDevice:
+    """A slot's device in cluster mode: one Dask worker (its chunks run on any of its threads)."""
+
+    def __init__(self, executor: ClusterExecutor, key: str, worker: ClusterWorker):
+        self.executor, self.key, self.worker = executor, key, worker
+
+    @property
+    def rate(self) -> float | None:
+        return self.worker.rate
+
+    def alive(self) -> bool:
+        return self.executor._workers.get(self.worker.address) is self.worker
+
+    async def search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
+        ex = self.executor
+        result = await ex._compute(self.key, feed.request, lo, hi, self.worker.address)
+        found = None
+        if result["nonce"] is not None:  # a candidate: the reference decides (v1: ms of Miller-Rabin, in a thread)
+            found = await trio.to_thread.run_sync(verify, ex.engine.pow, feed.request.header,
+                                                  feed.request.threshold, result["nonce"])
+        ex.busy_s += result["busy_s"]
+        ex._credit(self.worker, result)
+        return ChunkResult(result["tested"], found, result["cancelled"], ex.clock(), result["busy_s"])
+
+    async def failed(self, feed: JobFeed, exc: Exception) -> str | None:
+        ex = self.executor
+        if isinstance(exc, ChunkError):
+            # a chunk often fails a moment before the monitor sees the scheduler go: give the loss
+            # watcher (which names the real cause and cancels this slot) the chance to act
+            lost = ex._lost
+            with trio.move_on_after(ex._info_timeout() + POLL_S + 1.0):
+                await lost.wait()
+            if lost.is_set():
+                return None  # the loss watcher reports the job's end
+        elif not isinstance(exc, ConsensusError):
+            raise exc
+        return str(exc)
+
+
 class ClusterExecutor:
-    """Runs a job's chunks as Dask tasks; the `MinerRuntime` executor for `serve --cluster`."""
+    """Runs a job's chunks as Dask tasks on every worker thread of a cluster (`--cluster`), QPoW v1 or v2."""
 
     name = "cluster"
 
-    def __init__(self, config: ServiceConfig, client, engine_name: str, *, measured_rate: float | None = None,
+    def __init__(self, config: ServiceConfig, client, engine: Engine, *, measured_rate: float | None = None,
                  clock=time.monotonic):
         self.address = config.cluster
         self.config = config
-        self.engine_name = engine_name
+        self.engine = engine  # its name and proof of work go to the workers; nothing runs here
         self.measured_rate = measured_rate
         self.clock = clock
         self._client = client
@@ -147,9 +177,9 @@ class ClusterExecutor:
         self.busy_s = 0.0  # worker-thread seconds spent in kernels, all chunks
 
     @classmethod
-    async def open(cls, config: ServiceConfig, engine_name: str, **kw) -> ClusterExecutor:
+    async def open(cls, config: ServiceConfig, engine: Engine, **kw) -> ClusterExecutor:
         client = await trio.to_thread.run_sync(connect, config.cluster, config.cluster_timeout_s)
-        executor = cls(config, client, engine_name, **kw)
+        executor = cls(config, client, engine, **kw)
         await executor._poll()
         return executor
 
@@ -191,29 +221,28 @@ class ClusterExecutor:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await trio.to_thread.run_sync(self._shutdown, abandon_on_cancel=True)
 
-    async def run_job(self, job: Job, serial: int, flag: np.ndarray, send) -> None:
-        key = self.key(serial)
+    async def run_job(self, feed: JobFeed) -> None:
         if not self._connected:
-            send.send_nowait(Progress(job.job_id, job.add_worker(), 0, self.clock(),
-                                      error=f"lost the Dask scheduler at {self.address}"))
+            feed.report(0, error=f"lost the Dask scheduler at {self.address}")
             return
+        key = self.key(feed.serial)
         lost = self._lost
-        ctx = await trio.to_thread.run_sync(qpow.JobContext.from_header, job.request.header)  # for re-verification
-        feed = Feed(job.request.nonce_start, job.request.nonce_end)
         self._running.add(key)
         try:
             async with trio.open_nursery() as outer:
-                outer.start_soon(self._fail_on_loss, lost, job, send, outer.cancel_scope)
+                outer.start_soon(self._fail_on_loss, lost, feed, outer.cancel_scope)
                 async with trio.open_nursery() as slots:
                     # address -> the worker whose slots run (a worker restarted on the same address is a new one)
                     fed: dict[str, ClusterWorker] = {}
-                    while not feed.exhausted and not flag[0]:
+                    while not feed.frontier.exhausted and not feed.stopped:
                         for address, w in list(self._workers.items()):
                             if fed.get(address) is not w:
                                 fed[address] = w
+                                device = WorkerDevice(self, key, w)
                                 for _ in range(w.nthreads * PIPELINE):
-                                    slots.start_soon(self._slot, key, job, ctx, feed, w, job.add_worker(), flag,
-                                                     send)
+                                    sizer = ChunkSizer.start(self.config.progress_chunk_ms, rate=w.rate,
+                                                             probe=self.measured_rate)
+                                    slots.start_soon(run_slot, feed, device, sizer, self._lanes)
                         with trio.move_on_after(POLL_S):
                             await self._changed.park()
                 outer.cancel_scope.cancel()
@@ -222,55 +251,13 @@ class ClusterExecutor:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    async def _fail_on_loss(self, lost: trio.Event, job: Job, send, scope: trio.CancelScope) -> None:
+    def _lanes(self) -> int:
+        return PIPELINE * max(1, self.capacity())
+
+    async def _fail_on_loss(self, lost: trio.Event, feed: JobFeed, scope: trio.CancelScope) -> None:
         await lost.wait()
-        worker = 0 if job.workers else job.add_worker()
-        send.send_nowait(Progress(job.job_id, worker, 0, self.clock(),
-                                  error=f"lost the Dask scheduler at {self.address}"))
+        feed.report(0, error=f"lost the Dask scheduler at {self.address}")
         scope.cancel()
-
-    def _first_size(self, w: ClusterWorker) -> int:
-        ms = self.config.progress_chunk_ms
-        if w.rate:
-            return max(1, min(int(w.rate * ms / 1000), MAX_CHUNK))
-        return seed_chunk(ms, self.measured_rate)
-
-    def _tail_capped(self, feed: Feed, size: int) -> int:
-        """Near the end of a finite range, cut chunks smaller (guided self-scheduling): every thread then
-        finishes within about one small chunk of the others, instead of idling while one long last chunk runs.
-        """
-        share = (feed.end - feed.cursor + 1) // (2 * PIPELINE * max(1, self.capacity()))
-        return max(1, min(size, max(MIN_TAIL_CHUNK, share)))
-
-    async def _slot(self, key: str, job: Job, ctx: qpow.JobContext, feed: Feed, w: ClusterWorker, index: int,
-                    flag: np.ndarray, send) -> None:
-        request = job.request
-        size = self._first_size(w)
-        while not feed.exhausted and not flag[0] and self._workers.get(w.address) is w:
-            lo, hi = next_chunk(feed.cursor, feed.end, self._tail_capped(feed, size))
-            feed.cursor = hi + 1
-            try:
-                result = await self._compute(key, request, lo, hi, w.address)
-                found = verified(ctx, request.threshold, result["nonce"]) if result["nonce"] is not None else None
-            except (ChunkError, ConsensusError) as exc:
-                if isinstance(exc, ChunkError):
-                    # a chunk often fails a moment before the monitor sees the scheduler go: give the
-                    # loss watcher (which names the real cause and cancels this slot) the chance to act
-                    lost = self._lost
-                    with trio.move_on_after(self._info_timeout() + POLL_S + 1.0):
-                        await lost.wait()
-                    if lost.is_set():
-                        return  # the loss watcher reports the job's end
-                send.send_nowait(Progress(job.job_id, index, 0, self.clock(), error=str(exc)))
-                return
-            self.busy_s += result["busy_s"]
-            self._credit(w, result)
-            send.send_nowait(Progress(job.job_id, index, result["tested"], self.clock(), result["busy_s"], found))
-            if found is not None or result["cancelled"]:
-                return
-            size = next_chunk_size(size, result["tested"], result["busy_s"], self.config.progress_chunk_ms)
-        send.send_nowait(Progress(job.job_id, index, 0, self.clock(), retired=True))
-        self._changed.unpark_all()  # the feeder re-checks whether the range is exhausted
 
     def _credit(self, pinned: ClusterWorker, result: dict) -> None:
         self.chunks += 1
@@ -285,7 +272,7 @@ class ClusterExecutor:
 
     async def _compute(self, key: str, request: MineRequest, lo: int, hi: int, address: str) -> dict:
         client = self._client
-        submit = partial(client.submit, tasks.run_chunk, key, request.job_id, self.engine_name, request.header,
+        submit = partial(client.submit, tasks.run_chunk, key, request.job_id, self.engine.name, request.header,
                          request.threshold, lo, hi, key=f"{key}-{next(self._chunk_seq)}", workers=[address],
                          allow_other_workers=True, pure=False)
         try:

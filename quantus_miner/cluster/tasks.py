@@ -1,7 +1,8 @@
 """What runs on a Dask worker: one chunk of a job's nonce range, with the job prepared once per process.
 
 A chunk task is a plain module-level function, so Dask ships it by reference: the worker imports
-this module and runs the same engine as the local mode. Each worker process keeps a small cache of
+this module and runs the same engine as the local mode, for either proof of work (the task names
+the engine; the service re-verifies every candidate with the matching reference). Each worker process keeps a small cache of
 engines (warmed before the worker takes tasks) and of prepared jobs keyed by the job's cluster key,
 each with the one-byte cancel flag every thread mining that job polls. `cancel(key)` (run on every
 worker with `Client.run`) sets that flag, so the kernels return within milliseconds, and remembers
@@ -23,6 +24,7 @@ from collections import OrderedDict
 import attrs
 import numpy as np
 
+from ..core.config import KERNELS_OF_ENGINE
 from ..engines import Engine, get_engine
 from ..engines.base import PreparedJob, new_cancel_flag, prepare_job
 
@@ -32,6 +34,7 @@ MAX_STOPS = 64  # per job: when cancelled kernels returned (cancel latency, read
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_building: dict[str, threading.Lock] = {}
 _kernel = "auto"  # set by `use_kernel` in a `quantus-miner worker` process
 _gpu_devices: int | None = None  # GPU engines: devices to use (None: all); set by `use_kernel` too
 _jobs: OrderedDict[str, WorkerJob] = OrderedDict()
@@ -41,6 +44,8 @@ _stops: OrderedDict[str, tuple[str, list[float]]] = OrderedDict()  # key -> (job
 
 @attrs.define
 class WorkerJob:
+    """A job prepared in this worker process, with the cancel flag its kernels poll."""
+
     prepared: PreparedJob
     flag: np.ndarray
 
@@ -52,14 +57,21 @@ def use_kernel(kernel: str, gpu_devices: int | None = None) -> None:
 
 
 def engine(name: str) -> Engine:
-    """This process's engine `name`, built and warmed (kernels compiled or loaded) on first use."""
+    """This process's engine `name`, built and warmed (kernels compiled or loaded) once, on first use."""
     with _lock:
         found = _engines.get(name)
+        building = _building.setdefault(name, threading.Lock())  # one entry per engine name
     if found is None:
-        found = get_engine(name, _kernel, _gpu_devices)
-        found.warm_up()
-        with _lock:
-            found = _engines.setdefault(name, found)
+        with building:  # a second caller waits for the first one's compile instead of starting its own
+            with _lock:
+                found = _engines.get(name)
+            if found is None:
+                # a forced kernel belongs to one engine; the twin of the other proof of work picks its own
+                kernel = _kernel if _kernel in KERNELS_OF_ENGINE.get(name, ()) else "auto"
+                found = get_engine(name, kernel, _gpu_devices)
+                found.warm_up()
+                with _lock:
+                    _engines[name] = found
     return found
 
 

@@ -1,5 +1,5 @@
-"""`quantus-miner worker`: a Dask worker whose engine is warm before it takes a task, reconnecting when its
-scheduler comes back.
+"""`quantus-miner worker`: a Dask worker whose engines (QPoW v1 and v2) are warm before it takes a task,
+reconnecting when its scheduler comes back.
 
 A plain Dask worker closes when it loses its scheduler; this one starts a fresh worker (same name,
 same warm engine) and waits for the scheduler to return, so a restarted scheduler gets its cluster
@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable
 
 from distributed import Worker
 
-from ..core.config import ServiceConfig
+from ..core.config import OTHER_POW_ENGINE, ServiceConfig
 from . import tasks
 from .tasks import totals  # noqa: F401  (the worker command's summary line)
 
@@ -64,10 +65,15 @@ def main(config: ServiceConfig, arm_stop: Callable[[Callable[[], None]], None] |
     """Warm the engine, then serve as a Dask worker until stopped (raises `SchedulerUnreachable`).
 
     `arm_stop(request_stop)` hands the caller a thread- and signal-safe way to stop the worker (the
-    command's `SignalStop`); without it SIGINT/SIGTERM stop it directly.
+    command's `SignalStop`); without it SIGINT/SIGTERM stop it directly. Both proofs of work are
+    served: the configured engine is compiled or loaded before the worker registers, its twin for
+    the other one (cpu-fast-v2 for cpu-fast, say) in the background meanwhile (a first chunk of it
+    waits for that, never compiles twice).
     """
     tasks.use_kernel(config.kernel, config.gpu_devices)
-    tasks.engine(config.engine)  # compile or load the kernels before the first task arrives
+    tasks.engine(config.engine)
+    threading.Thread(target=tasks.engine, args=(OTHER_POW_ENGINE[config.engine],), daemon=True,
+                     name="warm-twin").start()
 
     async def amain() -> None:
         stop = asyncio.Event()

@@ -11,6 +11,7 @@ A flag beats its environment variable, which beats the default; a bad value rais
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Mapping
 
@@ -19,12 +20,37 @@ import attrs
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2", "gpu-cuda", "gpu-cuda-v2")  # `engines.get_engine` builds each
 GPU_ENGINES = frozenset({"gpu-cuda", "gpu-cuda-v2"})  # CUDA (the optional `gpu` extra): one executor slot per device
-# The proof of work each engine implements: "v1" (modexp + SHA3-512, the HTTP node of 2025) or
-# "v2" (Poseidon2, the QUIC node since chain v0.10.0). Each engine says so too (`engine.pow`); a test
-# checks that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
-POW_OF_ENGINE = {"cpu-fast": "v1", "cpu-baseline": "v1", "cpu-fast-v2": "v2", "cpu-baseline-v2": "v2",
-                 "gpu-cuda": "v1", "gpu-cuda-v2": "v2"}
-POW_NAMES = {"v1": "QPoW v1 (HTTP node protocol)", "v2": "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
+
+
+class Pow(enum.StrEnum):
+    """A proof of work: v1 (modexp + SHA3-512, the HTTP node of 2025), v2 (Poseidon2, the QUIC node since
+    chain v0.10.0). A str enum: an engine that still says "v1" compares equal."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
+# The proof of work each engine implements. Each engine says so too (`engine.pow`); a test checks
+# that the two agree. `serve` takes v1 engines only, `connect` v2 only, mine/bench both.
+POW_OF_ENGINE = {"cpu-fast": Pow.V1, "cpu-baseline": Pow.V1, "cpu-fast-v2": Pow.V2, "cpu-baseline-v2": Pow.V2,
+                 "gpu-cuda": Pow.V1, "gpu-cuda-v2": Pow.V2}
+# The same kind of engine for the other proof of work: a `quantus-miner worker` warms both, so one
+# cluster serves `serve` (v1) and `connect` (v2) miners alike.
+OTHER_POW_ENGINE = {"cpu-fast": "cpu-fast-v2", "cpu-fast-v2": "cpu-fast", "cpu-baseline": "cpu-baseline-v2",
+                    "cpu-baseline-v2": "cpu-baseline", "gpu-cuda": "gpu-cuda-v2", "gpu-cuda-v2": "gpu-cuda"}
+POW_NAMES = {Pow.V1: "QPoW v1 (HTTP node protocol)", Pow.V2: "QPoW v2 (QUIC node protocol, chain v0.10.0+)"}
+
+
+@attrs.frozen
+class Network:
+    """A generation of the Quantus network the miner serves."""
+
+    pow: Pow
+    transport: str  # how the node hands out jobs
+    engine: str  # the default engine for it
+
+
+NETWORKS = {"2025": Network(Pow.V1, "HTTP", "cpu-fast"), "2026": Network(Pow.V2, "QUIC", "cpu-fast-v2")}
 COMMANDS = ("serve", "mine", "bench", "devnet", "connect", "worker")
 # Kernels `MINER_KERNEL` may force, fastest first: cpu-fast's (QPoW v1) and cpu-fast-v2's (QPoW v2); "auto"
 # picks, for the engine in use, the fastest that the host supports and that passes its self-test on it
@@ -43,6 +69,8 @@ def available_cores() -> int:
 
 @attrs.frozen
 class ServiceConfig:
+    """Every setting of every command, resolved (flag > env > default); see `SETTINGS`."""
+
     host: str = "127.0.0.1"
     port: int = 9833
     cores: int = attrs.field(factory=lambda: available_cores())
@@ -73,67 +101,28 @@ class ServiceConfig:
     gpu_devices: int | None = None  # GPU engines: how many CUDA devices (each one executor slot); None: all
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0-65535")
-    return value
+def _number(kind: Callable[[str], float], ok: Callable[[float], bool], message: str) -> Callable[[str], float]:
+    """A parser of `kind` (int, float) that refuses values failing `ok` with `message`."""
+    def parse(text: str):
+        value = kind(text)
+        if not ok(value):  # NaN fails every comparison: refused too
+            raise ValueError(message)
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise ValueError("must be a number >= 0")
-    return value
-
-
-def _retention(text: str) -> float:
-    value = float(text)
-    if not MIN_JOB_RETENTION_S <= value < float("inf"):
-        raise ValueError(f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
-    return value
-
-
-def _timeout(text: str) -> float:
-    value = float(text)
-    if not 0.1 <= value <= 3600:
-        raise ValueError("must be a number of seconds 0.1-3600")
-    return value
-
-
-def _connections(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65536:
-        raise ValueError("must be an integer 1-65536")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise ValueError("must be a number > 0")
-    return value
-
-
-def _nice(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 19:
-        raise ValueError("must be a nice value 0-19")
-    return value
-
-
-def _alpha(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise ValueError("must be in (0, 1]")
-    return value
+INF = float("inf")
+_port = _number(int, lambda v: 0 <= v <= 65535, "must be a port number 0-65535")
+_positive_int = _number(int, lambda v: v >= 1, "must be a positive integer")
+_non_negative_float = _number(float, lambda v: 0 <= v < INF, "must be a number >= 0")
+_retention = _number(float, lambda v: MIN_JOB_RETENTION_S <= v < INF,
+                     f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
+_timeout = _number(float, lambda v: 0.1 <= v <= 3600, "must be a number of seconds 0.1-3600")
+_connections = _number(int, lambda v: 1 <= v <= 65536, "must be an integer 1-65536")
+_positive_float = _number(float, lambda v: 0 < v < INF, "must be a number > 0")
+_nice = _number(int, lambda v: 0 <= v <= 19, "must be a nice value 0-19")
+_alpha = _number(float, lambda v: 0 < v <= 1, "must be in (0, 1]")
 
 
 def _node_addr(text: str) -> tuple[str, int]:
@@ -195,11 +184,13 @@ ALL = frozenset(COMMANDS) - {"worker"}  # every command that mines in this proce
 MINERS = frozenset({"serve", "devnet", "connect"})  # commands that start the miner runtime
 LOCAL = frozenset({"mine", "bench"})  # commands that mine in this process, without the service
 CONNECT = frozenset({"connect"})
-CLUSTER = frozenset({"serve", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
+CLUSTER = frozenset({"serve", "connect", "devnet", "bench", "worker"})  # commands that talk to a Dask scheduler
 
 
 @attrs.frozen
 class Setting:
+    """One row of the settings table: the config field, its flag and env twin, parser, help, commands."""
+
     name: str  # ServiceConfig field
     flag: str
     env: str
@@ -267,11 +258,13 @@ COMMAND_DEFAULTS: dict[str, dict[str, object]] = {
     "connect": {"engine": "cpu-fast-v2"},
 }
 # The proofs of work a command can mine: the HTTP service is the v1 node's, connect the v2 node's.
-POWS_OF_COMMAND = {"serve": ("v1",), "connect": ("v2",), "mine": ("v1", "v2"), "bench": ("v1", "v2"),
-                   "devnet": ("v1", "v2")}
+POWS_OF_COMMAND = {"serve": (Pow.V1,), "connect": (Pow.V2,), "mine": tuple(Pow), "bench": tuple(Pow),
+                   "devnet": tuple(Pow)}
 
 
 class ConfigError(ValueError):
+    """A bad setting; the message names the flag or variable at fault."""
+
     pass
 
 
@@ -301,14 +294,14 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
             s = next(s for s in SETTINGS if s.name == name)
             raise ConfigError(f"{s.flag} (or {s.env}) is required")
     config = ServiceConfig(**values)
-    check_pow(config.engine, POWS_OF_COMMAND.get(command, ("v1", "v2")), command)
+    check_pow(config.engine, POWS_OF_COMMAND.get(command, tuple(Pow)), command)
     return config
 
 
-def check_pow(engine: str, pows: tuple[str, ...], what: str) -> None:
+def check_pow(engine: str, pows: tuple[Pow, ...], what: str) -> None:
     """Refuse an engine whose proof of work `what` (a command) cannot use.
 
-    >>> check_pow("cpu-fast-v2", ("v1",), "serve")
+    >>> check_pow("cpu-fast-v2", (Pow.V1,), "serve")
     Traceback (most recent call last):
     quantus_miner.core.config.ConfigError: --engine=cpu-fast-v2 mines QPoW v2 (QUIC node protocol, chain v0.10.0+); serve needs a QPoW v1 engine: cpu-fast, cpu-baseline, gpu-cuda
     """

@@ -1,17 +1,20 @@
 """The job state machine and the job table (sans-I/O).
 
-A job is `running` until exactly one transition ends it: `completed` (a valid nonce),
-`failed` (range exhausted, or a worker fault) or `cancelled`. `JobTable.end` is that
-transition; the trio shell calls it and then does the side effects (stop kernels, metrics,
-logs). Workers only produce `Progress` values; everything here runs on one thread.
+A job is `running` until exactly one transition ends it, with a typed cause (`Ending`): found
+(`completed`), exhausted or failed(reason) (`failed`), cancelled or shutdown (`cancelled`). The
+core decides every ending: `Job.apply` turns reports into one, `Ending` maps it to status and
+reason, `JobTable.end` is the transition; the shell only reports events and does the side effects.
+Executors only produce `Progress` values, addressed by the job's serial (a job id may be
+reused once forgotten; a serial never is); everything here runs on one thread.
 A job's `snapshot()` feeds both the JSON API and the metrics, so the two cannot disagree.
 
 >>> from quantus_miner.core.requests import MineRequest
 >>> table = JobTable(retention_s=300, max_finished=10)
 >>> job = table.add(MineRequest("a", bytes(32), 0, 1, 10), "cpu-fast", workers=1, now=0.0)
->>> job.apply(Progress("a", 0, tested=10, t=1.0, finished=True), alpha=0.2)
-(10, (<JobStatus.FAILED: 'failed'>, 'range exhausted'))
->>> table.end(job, JobStatus.FAILED, now=1.0, reason="range exhausted")
+>>> counted, ending = job.apply(Progress(0, 0, tested=10, t=1.0, finished=True), alpha=0.2)
+>>> counted, ending.status, ending.reason
+(10, <JobStatus.FAILED: 'failed'>, 'range exhausted')
+>>> table.end(job, ending, now=1.0)
 []
 >>> job.snapshot(now=5.0).elapsed_time, len(table.expire(now=302.0))
 (1.0, 1)
@@ -31,6 +34,8 @@ from .requests import DuplicateJob, MineRequest
 
 
 class JobStatus(enum.StrEnum):
+    """A job's status as /result and the metrics show it."""
+
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -42,23 +47,63 @@ END_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 RANGE_EXHAUSTED = "range exhausted"
 
 
+class Cause(enum.Enum):
+    """Why a job ended."""
+
+    FOUND = "found"  # a valid nonce (re-verified)
+    EXHAUSTED = "exhausted"  # every nonce of the range tested, none valid
+    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC job replaced or its connection gone) or a user
+    SHUTDOWN = "shutdown"  # the miner stops
+    FAILED = "failed"  # a fault: an engine crashed, the cluster's scheduler was lost (the detail says)
+
+
+STATUS_OF = {Cause.FOUND: JobStatus.COMPLETED, Cause.EXHAUSTED: JobStatus.FAILED, Cause.FAILED: JobStatus.FAILED,
+             Cause.CANCELLED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
+REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown"}
+
+
+@attrs.frozen
+class Ending:
+    """A job's ending: its cause, and for a failure the reason.
+
+    >>> Ending(Cause.SHUTDOWN).status, Ending(Cause.SHUTDOWN).reason, Ending.failed("boom").reason
+    (<JobStatus.CANCELLED: 'cancelled'>, 'shutdown', 'boom')
+    """
+
+    cause: Cause
+    detail: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str) -> Ending:
+        return cls(Cause.FAILED, reason)
+
+    @property
+    def status(self) -> JobStatus:
+        return STATUS_OF[self.cause]
+
+    @property
+    def reason(self) -> str | None:
+        return REASON_OF.get(self.cause, self.detail)
+
+
 @attrs.frozen
 class Progress:
-    """One worker's report after one chunk (found or not)."""
+    """One slot's report after one chunk (found or not), addressed by the job's serial."""
 
-    job_id: str
-    worker: int
+    serial: int  # the runtime's number for the job: a late report never lands on a reused job id
+    worker: int  # the slot's index in the job (slots may join while the job runs)
     tested: int
     t: float  # monotonic time the chunk ended, taken in the worker
     busy_s: float = 0.0  # time the chunk ran in its thread
     found: Found | None = None
-    finished: bool = False  # the worker exhausted its part of the range
+    finished: bool = False  # the slot sends no more (no nonces left to take, or its cluster worker left)
     error: str | None = None
-    retired: bool = False  # the slot stops (its cluster worker left, or no nonces remain): no more rate
 
 
 @attrs.frozen
 class WorkerSnapshot:
+    """One slot's figures in a `JobSnapshot`."""
+
     worker: int
     hashes: int
     rate: float | None  # EMA of the worker's delta rate; None before its first report
@@ -70,6 +115,8 @@ class WorkerSnapshot:
 
 @attrs.frozen
 class JobSnapshot:
+    """A job as of one moment: what /result, the QUIC result and the metrics are built from."""
+
     job_id: str
     engine: str
     status: JobStatus
@@ -84,6 +131,8 @@ class JobSnapshot:
 
 @attrs.define
 class WorkerState:
+    """One slot's running figures inside a `Job`."""
+
     hashes: int = 0
     rate: float | None = None
     reports: int = 0
@@ -92,11 +141,10 @@ class WorkerState:
     last_report_at: float | None = None
 
 
-Ending = tuple[JobStatus, str | None]
-
-
 @attrs.define
 class Job:
+    """One job: its request, status, exact count and per-slot rates (changed only by `apply` and `JobTable.end`)."""
+
     request: MineRequest
     engine: str
     started_at: float
@@ -120,11 +168,6 @@ class Job:
         """Nonces in the job's inclusive range: `hash_count` reaches it exactly when the range is exhausted."""
         return self.request.nonce_end - self.request.nonce_start + 1
 
-    def add_worker(self) -> int:
-        """Add a worker slot (a cluster worker joined mid-job); return its index for `Progress.worker`."""
-        self.workers.append(WorkerState())
-        return len(self.workers) - 1
-
     def apply(self, p: Progress, alpha: float) -> tuple[int, Ending | None]:
         """Count one report; return (nonces counted, the ending it calls for or None).
 
@@ -132,6 +175,8 @@ class Job:
         """
         if not self.running:
             return 0, None
+        while p.worker >= len(self.workers):  # a slot that joined mid-job (bounded by the executor's slots)
+            self.workers.append(WorkerState())
         w = self.workers[p.worker]
         since = w.last_report_at if w.last_report_at is not None else self.started_at
         w.rate = ema(w.rate, instant_rate(p.tested, p.t - since), alpha)
@@ -141,16 +186,14 @@ class Job:
         w.last_report_at = p.t
         self.hash_count += p.tested
         if p.error is not None:
-            return p.tested, (JobStatus.FAILED, p.error)
+            return p.tested, Ending.failed(p.error)
         if p.found is not None:
             self.found = p.found
-            return p.tested, (JobStatus.COMPLETED, None)
-        if p.retired or p.finished:
+            return p.tested, Ending(Cause.FOUND)
+        if p.finished:
             w.finished = True  # no live rate from here
         if self.hash_count >= self.size:  # counts are exact: every nonce of the range was tested once
-            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
-        if p.finished and all(x.finished for x in self.workers):
-            return p.tested, (JobStatus.FAILED, RANGE_EXHAUSTED)
+            return p.tested, Ending(Cause.EXHAUSTED)
         return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:
@@ -213,15 +256,13 @@ class JobTable:
         ended = list(itertools.islice(reversed(self._finished), finished)) if finished > 0 else []
         return self.running() + [self._jobs[job_id] for job_id in reversed(ended)]
 
-    def end(self, job: Job, status: JobStatus, now: float, reason: str | None = None) -> list[Job]:
+    def end(self, job: Job, ending: Ending, now: float) -> list[Job]:
         """The one transition out of `running`; return jobs forgotten to keep at most `max_finished`."""
-        if status not in END_STATUSES:
-            raise ValueError(f"cannot end a job as {status!r}")
         if not job.running:
             raise ValueError(f"job {job.job_id} already ended as {job.status}")
-        job.status = JobStatus(status)
+        job.status = ending.status
         job.ended_at = now
-        job.reason = reason
+        job.reason = ending.reason
         self._finished[job.job_id] = now
         forgotten = []
         while len(self._finished) > self.max_finished:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from . import qpow, qpow2
+from .config import Pow
 
 
 class ConsensusError(RuntimeError):
@@ -20,6 +21,8 @@ class ConsensusError(RuntimeError):
 
 @attrs.frozen
 class Found:
+    """A valid nonce, re-verified with the reference."""
+
     nonce: int
     distance: int  # QPoW v1: the nonce's distance; QPoW v2: its pow hash (valid iff hash < target)
 
@@ -46,3 +49,14 @@ def verified_v2(header: bytes, target: int, nonce: int) -> Found:
     if nonce == 0 or hash_value >= target:
         raise ConsensusError(f"engine reported nonce {nonce:x}, which the reference rejects")
     return Found(nonce, hash_value)
+
+
+def verify(pow_: Pow, header: bytes, bound: int, nonce: int) -> Found:
+    """Re-check a candidate of either proof of work (`bound`: v1 threshold, v2 target); raise if wrong.
+
+    >>> verify(Pow.V2, bytes(32), qpow2.target_of(5000), 7414).nonce
+    7414
+    """
+    if pow_ == Pow.V2:
+        return verified_v2(header, bound, nonce)
+    return verified(qpow.JobContext.from_header(header), bound, nonce)

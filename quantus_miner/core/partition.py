@@ -1,26 +1,8 @@
-"""Splitting an inclusive nonce range among workers and into chunks (pure functions).
+"""A job's one cursor: chunks cut in order from a shared frontier (pure).
 
->>> partition(1, 10, 3)
-[(1, 4), (5, 7), (8, 10)]
+>>> next_chunk(1, 10, 4)
+(1, 4)
 """
-
-
-def partition(start: int, end: int, parts: int) -> list[tuple[int, int]]:
-    """Split [start, end] into at most `parts` contiguous inclusive ranges, covering it exactly once."""
-    if start > end:
-        raise ValueError("nonce_start must be <= nonce_end")
-    if parts < 1:
-        raise ValueError("parts must be >= 1")
-    size = end - start + 1
-    parts = min(parts, size)
-    base, extra = divmod(size, parts)
-    out = []
-    lo = start
-    for i in range(parts):
-        hi = lo + base + (1 if i < extra else 0) - 1
-        out.append((lo, hi))
-        lo = hi + 1
-    return out
 
 
 def next_chunk(cursor: int, end: int, size: int) -> tuple[int, int]:
@@ -76,6 +58,16 @@ class Frontier:
     def resume_point(self) -> int:
         """The lowest nonce not known to be tested (end + 1 once the whole range is)."""
         return min([self.cursor, *self._in_flight, *([self._gap] if self._gap is not None else [])])
+
+    @property
+    def remaining(self) -> int:
+        """Nonces not yet handed out."""
+        return max(0, self.end - self.cursor + 1)
+
+    @property
+    def exhausted(self) -> bool:
+        """Every nonce has been handed out (some may still be in flight)."""
+        return self.cursor > self.end
 
     def share(self) -> float:
         """Fraction of the range tested."""

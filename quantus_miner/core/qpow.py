@@ -16,7 +16,7 @@ from math import gcd
 
 import attrs
 
-MAX_U512 = (1 << 512) - 1
+MAX_U512 = (1 << 512) - 1  # the one 512-bit bound: nonces, thresholds, targets (tests/test_layout.py)
 MAX_NONCE = MAX_U512
 MR_ROUNDS = 32
 

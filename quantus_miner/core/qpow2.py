@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .qpow import MAX_U512  # the one 512-bit bound
+
 P = 0xFFFF_FFFF_0000_0001  # the Goldilocks prime 2^64 - 2^32 + 1
-MAX_U512 = (1 << 512) - 1
 WIDTH, RATE = 12, 8
 HALF_NONCE_BYTES = 32  # one rate block of 8 felts holds 32 input bytes (4 bytes per felt)
 

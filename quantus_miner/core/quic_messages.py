@@ -26,12 +26,13 @@ from typing import Any
 
 import attrs
 
+from .qpow import MAX_U512
+
 MAX_PAYLOAD = 1024
 MESSAGE_TYPES = frozenset({"Ready", "NewJob", "JobResult"})
 JOB_STATUSES = frozenset(
     {"accepted", "running", "completed", "failed", "cancelled", "not_found", "error"}
 )
-U512_MAX = (1 << 512) - 1
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
@@ -105,7 +106,7 @@ def unanswerable(job_id: str) -> str | None:
     >>> unanswerable("17") is None, unanswerable("\\ud800"), unanswerable("\\x01" * 128)
     (True, 'it holds a lone surrogate (no UTF-8 form)', 'a JobResult echoing it would exceed the 1024-byte frame limit')
     """
-    widest = JobResult("completed", job_id, U512_MAX, (1 << 64) - 1, 1.7976931348623157e308)
+    widest = JobResult("completed", job_id, MAX_U512, (1 << 64) - 1, 1.7976931348623157e308)
     try:
         encode_frame(widest.to_msg())
     except FrameError as exc:
@@ -283,7 +284,7 @@ class NewJob:
         value = int(difficulty)
         if value == 0:
             raise JobInputError(job_id, "difficulty must be > 0")
-        if value > U512_MAX:
+        if value > MAX_U512:
             raise JobInputError(job_id, "difficulty exceeds U512")
         return cls(job_id, bytes.fromhex(mining_hash), value)
 
@@ -300,7 +301,7 @@ class JobResult:
 
     @nonce.validator
     def _check_nonce(self, _attr: Any, value: int | None) -> None:
-        if value is not None and not (_is_int(value) and 0 <= value <= U512_MAX):
+        if value is not None and not (_is_int(value) and 0 <= value <= MAX_U512):
             raise ValueError("nonce must be an int in U512 range")
 
     @property

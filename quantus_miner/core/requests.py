@@ -20,6 +20,8 @@ FIELDS = ("job_id", "mining_hash", "distance_threshold", "nonce_start", "nonce_e
 
 @attrs.frozen
 class MineRequest:
+    """A mining job: header, bound (v1 distance threshold; v2 target, for QUIC jobs) and inclusive range."""
+
     job_id: str
     header: bytes
     threshold: int
@@ -102,3 +104,14 @@ def parse_mine_request(body: bytes) -> MineRequest:
     if start > end:
         raise InvalidRequest("nonce_start must be <= nonce_end", job_id)
     return MineRequest(job_id, header.to_bytes(32, "big"), threshold, start, end)
+
+
+def mine_body(request: MineRequest) -> dict:
+    """The `POST /mine` body for `request` (the one writer: devnet, tests and scripts use it).
+
+    >>> req = MineRequest("a", bytes(32), 5, 1, 9)
+    >>> parse_mine_request(json.dumps(mine_body(req)).encode()) == req
+    True
+    """
+    return {"job_id": request.job_id, "mining_hash": request.header.hex(), "distance_threshold": str(request.threshold),
+            "nonce_start": format(request.nonce_start, "0128x"), "nonce_end": format(request.nonce_end, "0128x")}

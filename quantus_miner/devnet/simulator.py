@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from ..core import qpow
-from ..core.protocol import work_hex
+from ..core.requests import MineRequest, mine_body
 from . import chain
 
 log = logging.getLogger("quantus_miner.devnet")
@@ -221,9 +221,8 @@ class NodeSimulator:
 
     async def _mine(self, client: httpx.AsyncClient, job_id: str, header: bytes, threshold: int) -> None:
         request = "POST /mine"
-        r = await self._send(client, "POST", "/mine", json={
-            "job_id": job_id, "mining_hash": header.hex(), "distance_threshold": str(threshold),
-            "nonce_start": work_hex(1), "nonce_end": work_hex(qpow.MAX_NONCE)})
+        r = await self._send(client, "POST", "/mine",
+                             json=mine_body(MineRequest(job_id, header, threshold, 1, qpow.MAX_NONCE)))
         body = mining_response(r, f"{request} (job {job_id})")
         if body["status"] != "accepted":
             raise Disagreement(f"{request} (job {job_id})", 'status "accepted"', shown(r))

@@ -1,6 +1,6 @@
 """The engine interface: search an inclusive nonce range for a valid nonce.
 
-Every engine says which proof of work it implements (`pow`: "v1" or "v2", matching
+Every engine says which proof of work it implements (`pow`: a `core.config.Pow`, matching
 `core.config.POW_OF_ENGINE`). `prepare_job(engine, header, bound)` is the one way callers set up a
 job for either: `bound` is the v1 distance threshold (valid iff distance <= threshold) or the v2
 target (valid iff hash < target). `prepare` turns the engine's job input into per-job constants once;
@@ -18,6 +18,7 @@ import attrs
 import numpy as np
 
 from ..core import qpow
+from ..core.config import Pow
 from ..core.outcomes import ChunkOutcome
 
 BENCH_HEADER = bytes.fromhex("6ca041ed49dfd5093883ec0e4b0aa1e3c0b7f02ca5decb756ddd783efaa7eadd")
@@ -30,21 +31,37 @@ def new_cancel_flag() -> np.ndarray:
 
 @attrs.frozen
 class PreparedJob:
+    """A job's per-job constants, made once by `Engine.prepare` and shared by every chunk."""
+
     ctx: Any  # v1: qpow.JobContext; v2: the engine's per-job context (header, midstate)
     threshold: int  # v1: the distance threshold; v2: the target
     constants: Any = None  # engine-specific
 
 
 class Engine(Protocol):
+    """A mining engine: `prepare` a job once, then `search` chunks of its range (from any thread).
+
+    The extension point for new hardware: an engine's `search(prepared, lo, hi, flag)` tests nonces
+    lo..hi exactly, polls `flag` (returning `cancelled` within milliseconds once it is set), and
+    returns only reference-verified finds. A pipeline `Device` (pipeline/executor.py) runs it per
+    chunk; `warm_up` compiles or loads its kernels before the first job.
+    """
+
     name: str
     kernel: str
-    pow: str  # "v1" or "v2"
+    pow: Pow
 
-    def prepare(self, ctx: Any, threshold: int) -> PreparedJob: ...  # v1: JobContext; v2: header bytes
+    def prepare(self, ctx: Any, threshold: int) -> PreparedJob:
+        """Per-job constants (v1: from a `JobContext`; v2: from the header bytes); see `prepare_job`."""
+        ...
 
-    def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome: ...
+    def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """Test nonces start..end (one chunk) until a valid one, the end, or `flag[0]` is set; exact count."""
+        ...
 
-    def warm_up(self) -> None: ...
+    def warm_up(self) -> None:
+        """Compile or load every kernel, so the first job does not wait for it."""
+        ...
 
 
 def prepare_job(engine: Engine, header: bytes, bound: int) -> PreparedJob:
@@ -53,7 +70,7 @@ def prepare_job(engine: Engine, header: bytes, bound: int) -> PreparedJob:
     v1 engines take a `JobContext` (derived from the header: Miller-Rabin, milliseconds), v2
     engines the header itself.
     """
-    if engine.pow == "v2":
+    if engine.pow == Pow.V2:
         return engine.prepare(header, bound)
     return engine.prepare(qpow.JobContext.from_header(header), bound)
 

@@ -16,7 +16,7 @@ from ..core.jobs import JobSnapshot, JobStatus
 from ..core.protocol import nonce_hex, work_hex
 from ..core.requests import DuplicateJob, InvalidRequest, Refused, TooManyJobs, parse_mine_request
 from .metrics import MinerMetrics
-from .runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 
 log = logging.getLogger("quantus_miner.api")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 
 import attrs
 import trio
@@ -33,15 +32,13 @@ from ..core.config import ServiceConfig
 from ..core.jobs import JobStatus
 from ..core.quic_messages import NewJob, show_id
 from ..core.requests import MineRequest, Refused, usable_job_id
-from ..engines import get_engine, slots
-from ..engines.base import measure_rate
+from ..pipeline.runtime import MinerRuntime
 from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
 from ..quic.transport import PinMismatch
-from .metrics import MinerMetrics
-from .runtime import MinerRuntime
+from .compose import open_executor, start_engine, start_pipeline, where
+from .server import bind, hypercorn_config, serve_metrics, tune_gc
 from .speedlog import log_speed
-from .server import bind, describe, hypercorn_config, serve_metrics, tune_gc
 
 log = logging.getLogger("quantus_miner")
 
@@ -125,31 +122,23 @@ async def connect_miner(
         raise ValueError("connect needs node_addr, auth_token_file and tls_cert_sha256_file")
     token = tls.read_token_file(config.auth_token_file)
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
-    log.info("configuration: %s", describe(config))
-    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
-    # abandoned on cancel: a stop during a first start's compile need not wait for it
-    await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
-    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
-    rate = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
+    engine, rate, config = await start_engine(config)
     registry = registry if registry is not None else CollectorRegistry()
     metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
                       if config.metrics_port is not None else None)
     metrics_sockets = bind(metrics_config, "metrics") if metrics_config else None
-    metrics = MinerMetrics(registry)
+    executor = await open_executor(config, engine, rate, (metrics_sockets,))
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        runtime = MinerRuntime(config, engine, metrics, measured_rate=rate, clock=time.monotonic)
-        await nursery.start(runtime.run)
-        if getattr(engine, "devices", None):  # a GPU engine: per-device series
-            metrics.observe_devices(runtime.device_rates, engine.kernel)
+        runtime, metrics = await start_pipeline(nursery, config, engine, rate, executor, registry)
         metrics_url = None
         if metrics_sockets is not None:
             metrics_url = await serve_metrics(nursery, config, metrics, metrics_config, metrics_sockets)
         if config.log_speed_s > 0:
             nursery.start_soon(log_speed, runtime, config.log_speed_s)
-        log.info("ready: engine %s (%s) on %d core(s); warm-up probe %.0f nonces/s on one core (sizes first "
+        log.info("ready: engine %s (%s) on %s; warm-up probe %.0f nonces/s on one core (sizes first "
                  "chunks; not the mining rate, see the speed line); node %s:%d%s", engine.name, engine.kernel,
-                 config.cores, rate, *config.node_addr, f", metrics {metrics_url}" if metrics_url else "")
+                 where(config, runtime), rate, *config.node_addr, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningNodeMiner(metrics_url, runtime, registry))
         try:

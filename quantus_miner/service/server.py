@@ -1,11 +1,13 @@
-"""Start the miner service: warm-up, bind, then serve the API (and metrics) until cancelled."""
+"""Start the miner service: warm-up, bind, then serve the API (and metrics) until cancelled.
+
+The parts every miner command shares (engine, probe, executor, runtime, metrics) come from
+`compose`; this module adds the HTTP servers.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
-import sys
-import time
 from collections.abc import Sequence
 from functools import partial
 
@@ -15,23 +17,20 @@ from hypercorn.config import Config as HypercornConfig, Sockets
 from hypercorn.utils import wrap_app
 from prometheus_client import CollectorRegistry
 
-from ..cluster.executor import ClusterExecutor, ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import DEFAULT_WINDOWS
-from ..engines import get_engine, slots
-from ..engines.base import measure_rate
+from ..pipeline.runtime import MinerRuntime
 from .api import BODY_TIMEOUT_S, create_app
+from .compose import open_executor, start_engine, start_pipeline, where
 from .connections import ConnectionGuard, QuietApp, connection_cap, raise_fd_limit, serve_http
 from .metrics import MinerMetrics
 from .metrics_app import create_metrics_app
-from .runtime import MinerRuntime
 from .speedlog import SAMPLE_S, log_speed
 
 log = logging.getLogger("quantus_miner")
 
 
 METRICS_MAX_CONNECTIONS = 8  # the metrics port serves a scraper or two; more are answered 503 at once
-GIL_SWITCH_S = 0.0005
 GC_THRESHOLDS = (5000, 10, 10)
 
 
@@ -99,10 +98,6 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def describe(config: ServiceConfig) -> str:
-    return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
-
-
 async def serve_metrics(nursery: trio.Nursery, config: ServiceConfig, metrics: MinerMetrics,
                         hyper_config: HypercornConfig, sockets: Sockets) -> str:
     """Serve `GET /metrics` on bound `sockets` behind its own small connection guard; return its URL."""
@@ -120,15 +115,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     `speed_windows` are the speed line's windows and `speed_sample_s` its sampling period, in seconds
     (tests shorten them).
     """
-    log.info("configuration: %s", describe(config))
-    # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
-    # interval hands it back to the event loop quickly, keeping the node's polls fast.
-    sys.setswitchinterval(GIL_SWITCH_S)
-    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
-    # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
-    await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
-    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
-    probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
+    engine, probe, config = await start_engine(config)
     registry = registry if registry is not None else CollectorRegistry()
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
@@ -146,25 +133,10 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         for sock in api_sockets.insecure_sockets:
             sock.close()
         raise
-    metrics = MinerMetrics(registry)
-    executor = None
-    if config.cluster is not None:
-        try:  # bounded by --cluster-timeout-s; raised plainly so the commands exit 2 with its message
-            executor = await ClusterExecutor.open(config, engine.name, measured_rate=probe, clock=time.monotonic)
-        except ClusterUnavailable:
-            for sock in [*api_sockets.insecure_sockets, *(metrics_sockets.insecure_sockets
-                                                          if metrics_sockets else [])]:
-                sock.close()
-            raise
-        metrics.observe_cluster(executor.stats)
+    executor = await open_executor(config, engine, probe, (api_sockets, metrics_sockets))
     async with trio.open_nursery() as nursery:
-        if executor is not None:
-            await nursery.start(executor.run)
-        runtime = MinerRuntime(config, engine, metrics, measured_rate=probe, clock=time.monotonic, executor=executor)
-        await nursery.start(runtime.run)
-        if getattr(engine, "devices", None):  # a GPU engine: per-device series
-            metrics.observe_devices(runtime.device_rates, engine.kernel)
-        app = create_app(runtime, runtime.metrics)
+        runtime, metrics = await start_pipeline(nursery, config, engine, probe, executor, registry)
+        app = create_app(runtime, metrics)
         await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), api_config,
                                     api_sockets, api_guard))
         metrics_url = None
@@ -174,12 +146,10 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         if config.log_speed_s > 0:
             nursery.start_soon(partial(log_speed, runtime, config.log_speed_s, windows=speed_windows,
                                                sample_s=speed_sample_s))
-        where = (f"the Dask cluster at {config.cluster} ({executor.capacity()} thread(s) now)" if executor
-                 else engine.device if hasattr(engine, "device") else f"{config.cores} core(s)")
         # the probe only sizes first chunks: 0.1 s on one thread near nonce 2^511, cold caches, no
         # neighbours; said so, lest it be read as the mining rate (the speed line gives that)
         log.info("ready: engine %s (%s) on %s; warm-up probe %.0f nonces/s on one core near nonce "
                  "2^511 (sizes first chunks; not the mining rate, see the speed line); API %s%s", engine.name,
-                 engine.kernel, where, probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
+                 engine.kernel, where(config, runtime), probe, api_url, f", metrics {metrics_url}" if metrics_url else "")
         tune_gc()
         task_status.started(RunningMiner(api_url, metrics_url, runtime, registry, api_guard))

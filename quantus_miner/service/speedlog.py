@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import trio
 
 from ..core.speed import DEFAULT_WINDOWS, SpeedMeter, speed_line
-from .runtime import MinerRuntime
+from ..pipeline.runtime import MinerRuntime
 
 log = logging.getLogger("quantus_miner.speed")
 

@@ -19,7 +19,7 @@ from quantus_miner.quic import tls
 from quantus_miner.quic.client import AuthFailed, JobOutcome, run_miner_client
 from quantus_miner.quic.transport import MAX_QUEUED_MESSAGES, ConnectError, PinMismatch, connect
 
-from .support import Recorder
+from ..support import Recorder
 
 
 
@@ -27,7 +27,7 @@ def fake_verify(header: bytes, nonce: int, difficulty: int) -> bool:
     """FAKE seal check, for the protocol tests in this file only: their stand-in engine
     (`FakeEngine`) answers a fixed nonce at once so message order is deterministic, and this
     accepts nonces whose low byte is 0x2a. The real QPoW v2 check (the simulator's default)
-    and the real engine are exercised end to end in tests/test_connect.py."""
+    and the real engine are exercised end to end in tests/service/test_connect.py."""
     return nonce & 0xFF == 0x2A
 
 

@@ -28,9 +28,9 @@ from quantus_miner.core import qpow
 from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.api import BODY_TIMEOUT_S
 
-from .support import EASY, MAX, SyncServer, mine_body
+from ..support import EASY, MAX, SyncServer, mine_body
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 ERROR_KEYS = {"status", "job_id", "message"}
 
@@ -60,7 +60,7 @@ async def test_openapi_document_is_served_and_describes_the_protocol(start_miner
         r = await miner.client.get("/openapi.json")
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
         spec = r.json()
-        packaged = Path(__file__).resolve().parents[1] / "quantus_miner" / "service" / "openapi.json"
+        packaged = Path(__file__).resolve().parents[2] / "quantus_miner" / "service" / "openapi.json"
         assert spec == json.loads(packaged.read_text())
         assert set(spec["paths"]) == {"/mine", "/result/{job_id}", "/cancel/{job_id}", "/health", "/openapi.json"}
 

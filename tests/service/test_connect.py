@@ -30,11 +30,11 @@ from quantus_miner.core.quic_messages import NewJob
 from quantus_miner.devnet.quic_node import NodeSim, mine_chain
 from quantus_miner.service.node_client import AuthFailed, PinMismatch, connect_miner
 
-from .support import Recorder
+from ..support import Recorder
 
 DEADLINE = 30
 FAST = dict(backoff=(0.05, 0.4))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "data" / "qpow2_vectors_public.json").read_text())
 EASY = 3000  # expected tries per block: milliseconds for cpu-fast-v2
 NEVER = 1 << 400  # a difficulty no test finishes

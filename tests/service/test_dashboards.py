@@ -20,9 +20,9 @@ import yaml
 
 from quantus_miner.engines.gpu import gpu_problem
 
-from .support import EASY, Cluster, free_port
+from ..support import EASY, Cluster, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 PROM = GRAFANA / "prometheus"
 NAMES = ["miner-dashboard.json", "engines-comparison-dashboard.json", "instances-comparison-dashboard.json"]

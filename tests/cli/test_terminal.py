@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.server import serve_miner
 
-from .support import MAX, MINER, mine_body
+from ..support import MAX, MINER, mine_body
 
 ZERO = "00" * 32
 # The promise is a second and a stop takes ~30 ms here; the bound leaves room for this shared 2-core VM

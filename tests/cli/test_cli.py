@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sys
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ import trio
 from quantus_miner.core import qpow
 from quantus_miner.core.config import ConfigError, resolve
 
-from .support import MAX, free_port, mine_body, run
+from ..support import MAX, free_port, mine_body, run
 
 @pytest.mark.parametrize("args, env, message", [
     (["--progress-chunk-ms", "0"], {}, "--progress-chunk-ms='0' must be a positive integer"),
@@ -115,11 +116,13 @@ async def test_mine_json_completed_failed_and_bad_arguments():
         "status": "failed", "nonce": None, "work": None, "distance": None, "hash_count": 1000,
         "elapsed_time": 0, "engine": "cpu-baseline", "cores": 1}
 
-    for bad in (["--header", "zz"], ["--threshold", str(2**512)], ["--start", "5", "--end", "4"]):
+    for bad, message in ((["--header", "zz"], "--header must be exactly 64 hex characters"),
+                         (["--threshold", str(2**512)], "--threshold must be a decimal integer below 2^512"),
+                         (["--start", "5", "--end", "4"], "--start must be <= --end")):
         args = {"--header": "00" * 32, "--threshold": "1"}
         args.update(dict(zip(bad[::2], bad[1::2])))
         result = await run("mine", *[x for kv in args.items() for x in kv])
-        assert result.returncode == 2, bad
+        assert result.returncode == 2 and f"quantus-miner mine: error: {message}" in result.stderr.decode(), bad
 
 
 async def test_bench_json_names_the_kernel_that_ran_and_profiles_its_halves():
@@ -141,14 +144,30 @@ async def test_bench_profile_of_an_engine_without_halves_exits_2():
     assert "--profile: engine cpu-baseline has no separate halves to measure" in result.stderr.decode()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--cluster", "tcp://127.0.0.1:1", "--engine", "cpu-fast-v2"],
-     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
-    (["devnet", "--network", "2026", "--cluster", "tcp://127.0.0.1:1"],
-     "--cluster mines QPoW v1 only; --engine='cpu-fast-v2' is a v2 engine"),
+@pytest.mark.parametrize("args", [
+    ["bench", "--engine", "cpu-fast-v2"],
+    ["devnet", "--network", "2026"],
+    ["connect", "--node-addr", "127.0.0.1:1", "--auth-token-file", "/nonexistent", "--tls-cert-sha256-file", "/x"],
 ])
-async def test_the_cluster_refuses_v2_work_before_connecting(args, message):
+async def test_the_cluster_takes_v2_work_and_an_unreachable_scheduler_exits_2(args, tmp_path):
+    # QPoW v2 on the cluster (issue 18): no longer refused; the scheduler's absence is the error
+    if args[0] == "connect":  # readable credentials, so the scheduler is what fails
+        (tmp_path / "t").write_text("cd" * 32 + "\n")
+        (tmp_path / "p").write_text("ab" * 32 + "\n")
+        args = [*args[:3], "--auth-token-file", str(tmp_path / "t"), "--tls-cert-sha256-file", str(tmp_path / "p")]
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with trio.fail_after(90):
+        result = await run(*args, "--cluster", address, "--cluster-timeout-s", "1", timeout=80)
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert f"quantus-miner: error: cannot reach the Dask scheduler at {address} within 1 s" in result.stderr.decode()
+
+
+async def test_a_command_imports_only_what_it_runs():
+    # cli/__init__ imports a command's module when it runs: `mine` loads no web, QUIC or Dask stack
     with trio.fail_after(60):
-        result = await run(*args)
-    assert result.returncode == 2
-    assert message in result.stderr.decode()
+        done = await trio.run_process([sys.executable, "-X", "importtime", "-m", "quantus_miner", "mine", "--help"],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0
+    loaded = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.decode().splitlines()
+              if line.startswith("import time:")}
+    assert not loaded & {"quart", "quart_trio", "hypercorn", "aioquic", "httpx", "distributed"}, loaded

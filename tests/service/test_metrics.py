@@ -4,27 +4,34 @@ Charter: as in test_service_api (loopback, port 0, real parts, `trio.fail_after`
 Cadence is measured on the workers' own report timestamps, never on wall-clock sleeps.
 """
 
+import re
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import EASY, MAX
+from ..support import EASY, MAX
 
-LABEL_FREE = {"miner_hashes": "counter", "miner_hash_rate": "gauge", "miner_active_jobs": "gauge"}
-TYPES = {
-    **LABEL_FREE,
-    "miner_jobs": "counter", "miner_jobs_by_engine": "counter", "miner_mine_requests": "counter",
-    "miner_http_requests": "counter", "miner_job_hashes": "counter", "miner_job_hash_rate": "gauge",
-    "miner_job_status": "gauge", "miner_thread_hashes": "counter", "miner_thread_hash_rate": "gauge",
-}
-LABELS = {
-    "miner_jobs": {"status"}, "miner_jobs_by_engine": {"engine", "status"}, "miner_mine_requests": {"result"},
-    "miner_http_requests": {"endpoint", "code"}, "miner_job_hashes": {"engine", "job_id"},
-    "miner_job_hash_rate": {"engine", "job_id"}, "miner_job_status": {"engine", "job_id", "status"},
-    "miner_thread_hashes": {"engine", "job_id", "thread_id"},
-    "miner_thread_hash_rate": {"engine", "job_id", "thread_id"},
-}
+from quantus_miner.service.metrics import FAMILIES
+
+# the one family table (service/metrics.FAMILIES) is what the collectors build and what the docs list
+LABEL_FREE = {n: f.kind for n, f in FAMILIES.items() if not f.labels and not f.only}
+TYPES = {n: f.kind for n, f in FAMILIES.items() if not f.only}
+LABELS = {n: set(f.labels) for n, f in FAMILIES.items() if f.labels and not f.only}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+def test_the_family_table_the_collectors_and_the_docs_agree():
+    rows = re.findall(r"^\| `(miner_[a-z_]+)` \| (counter|gauge) \| ([^|]+) \|", DOCS.read_text(), re.M)
+    documented = {name.removesuffix("_total") if kind == "counter" else name:
+                  (kind, tuple(re.findall(r"`([a-z_]+)`", labels))) for name, kind, labels in rows}
+    assert documented == {n: (f.kind, f.labels) for n, f in FAMILIES.items()}
+    assert TYPES["miner_hashes"] == "counter" and LABELS["miner_thread_hashes"] == {"engine", "job_id", "thread_id"}
+    dashboards = " ".join(p.read_text() for p in (DOCS.parents[1] / "grafana").rglob("*.json"))
+    used = {re.sub(r"_total$", "", name) for name in re.findall(r"\b(miner_[a-z_]+)", dashboards)}
+    assert used and used <= set(FAMILIES), used - set(FAMILIES)  # the dashboards chart only families of the table
 
 
 def families(text: str) -> dict:

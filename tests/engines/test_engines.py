@@ -23,7 +23,7 @@ from quantus_miner.engines import get_engine
 from quantus_miner.engines.base import new_cancel_flag
 from quantus_miner.engines import kernels as lanes8_module
 from quantus_miner.engines.fast import KERNELS, SPECS, FastEngine, KernelSpec, KernelUnavailable, host_features
-from quantus_miner.engines.local import solve
+from quantus_miner.pipeline.solve import solve
 
 MAX = qpow.MAX_U512
 # every cpu-fast kernel this host can run is held to the reference, not just the one `auto` picks
@@ -243,7 +243,7 @@ def test_committed_kernels_match_their_generator():
     import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("gen_kernels", root / "scripts" / "gen_kernels.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)

@@ -17,10 +17,15 @@ import numpy as np
 import pytest
 import trio
 
-from quantus_miner.core import qpow
-from quantus_miner.engines import get_engine
+from prometheus_client import CollectorRegistry
 
-from .support import MAX, ZERO_HEADER, Cluster, free_port, run
+from quantus_miner.core import qpow, qpow2
+from quantus_miner.core.config import ServiceConfig
+from quantus_miner.core.requests import MineRequest
+from quantus_miner.engines import get_engine
+from quantus_miner.service.compose import open_executor, start_pipeline
+
+from ..support import MAX, ZERO_HEADER, Cluster, free_port, mine_body, run
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,7 @@ def first_valid():
 
 
 def body(job_id, threshold, start, end, header=ZERO_HEADER):
-    return {"job_id": job_id, "mining_hash": header, "distance_threshold": str(threshold),
-            "nonce_start": format(start, "0128x"), "nonce_end": format(end, "0128x")}
+    return mine_body(job_id, threshold, start, end, header)
 
 
 async def wait_status(miner, job_id, *statuses):
@@ -151,6 +155,72 @@ async def test_devnet_on_the_cluster_mines_verified_blocks(cluster):
         assert qpow.is_valid(ctx, int(b["work"], 16), int(b["threshold"]))
 
 
+# -- QPoW v2 on the same cluster (issue 18): the workers serve both proofs of work --------------------
+
+
+async def start_v2_runtime(nursery, cluster, **overrides):
+    """The `connect` miner's pipeline (composition root, cluster executor, runtime) for QPoW v2, without QUIC."""
+    config = ServiceConfig(**{"cluster": cluster.address, "engine": "cpu-fast-v2", "progress_chunk_ms": 200,
+                              **overrides})
+    engine = get_engine("cpu-fast-v2")  # names the workers' engine; nothing mines in this process
+    executor = await open_executor(config, engine, None)
+    runtime, _ = await start_pipeline(nursery, config, engine, None, executor, CollectorRegistry())
+    return runtime
+
+
+async def test_v2_counts_every_nonce_once_across_a_sigkilled_worker(cluster, nursery):
+    size = 1_200_000  # QPoW v2 kernels are ~20x slower than v1's
+    with trio.fail_after(180):
+        runtime = await start_v2_runtime(nursery, cluster)
+        job = unique("v2-kill")
+        runtime.submit(MineRequest(job, bytes(32), 0, 1, size))  # target 0: no nonce is valid
+        while runtime.result(job).hash_count < 100_000:  # both workers hold chunks by now (past warm-up)
+            await trio.sleep(0.02)
+        await trio.to_thread.run_sync(cluster.kill_worker, "w2")
+        await runtime.wait_ended(job)
+        result = runtime.result(job)
+        assert (result.status, result.reason, result.hash_count) == ("failed", "range exhausted", size)
+        assert runtime.executor.stats().retried >= 1  # w2's chunks were re-run on w1
+        cluster.start_worker("w2")
+        await trio.to_thread.run_sync(cluster.wait_workers, 2)
+
+
+async def test_v2_cancel_stops_the_kernel_on_every_worker_within_100_ms(cluster, nursery):
+    with trio.fail_after(120):
+        runtime = await start_v2_runtime(nursery, cluster, progress_chunk_ms=2000)
+        job = unique("v2-cancel")
+        runtime.submit(MineRequest(job, bytes(32), 0, 1, qpow2.MAX_U512))
+        executor = runtime.executor
+        while not (len(ws := executor.stats().workers) == 2 and all(w.hashes > 0 for w in ws)):
+            await trio.sleep(0.02)
+        await trio.sleep(0.3)  # mid-chunk: chunks here last ~2 s
+        t0 = time.time()
+        assert runtime.cancel(job).status == "cancelled"
+        while not all((stops := await trio.to_thread.run_sync(cluster.kernel_stops, job)).values()):
+            await trio.sleep(0.05)
+        assert len(stops) == 2
+        latencies = {addr: max(ts) - t0 for addr, ts in stops.items()}
+        assert all(0 <= lat < 0.1 for lat in latencies.values()), latencies
+
+
+async def test_bench_and_the_quic_devnet_mine_v2_through_the_cluster(cluster):
+    with trio.fail_after(200):
+        done = await run("bench", "--cluster", cluster.address, "--engine", "cpu-fast-v2", "--nonces", "300000",
+                         "--json", "--progress-chunk-ms", "200", timeout=90)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        report = json.loads(done.stdout)
+        assert (report["engine"], report["hashes"], report["workers"]) == ("cpu-fast-v2", 300_000, 2)
+        done = await run("devnet", "--network", "2026", "--cluster", cluster.address, "--blocks", "2",
+                         "--block-time", "0.5", "--json", "--seed", "3", "--progress-chunk-ms", "200", timeout=100)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "the Dask cluster at " + cluster.address in done.stderr.decode()
+    blocks = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [b["height"] for b in blocks] == [1, 2]
+    for b in blocks:  # sealed through the cluster, re-checked here with the reference
+        header, nonce = bytes.fromhex(b["header"]), int(b["nonce"], 16)
+        assert qpow2.pow_hash(header, nonce) < qpow2.target_of(int(b["difficulty"]))
+
+
 async def test_unreachable_scheduler_exits_2_with_a_clear_message():
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     with trio.fail_after(60):
@@ -210,9 +280,8 @@ def test_worker_side_caches_are_bounded():
 
 async def test_per_worker_series_are_capped_whatever_the_cluster_size():
     from quantus_miner.cluster.executor import MAX_WORKER_SERIES, ClusterExecutor
-    from quantus_miner.core.config import ServiceConfig
 
-    executor = ClusterExecutor(ServiceConfig(cluster="tcp://127.0.0.1:1"), None, "cpu-fast")
+    executor = ClusterExecutor(ServiceConfig(cluster="tcp://127.0.0.1:1"), None, get_engine("cpu-fast"))
     executor._set_workers({f"tcp://10.0.0.{i}:1": {"name": f"w{i}", "nthreads": 2} for i in range(300)})
     stats = executor.stats()
     assert len(stats.workers) == MAX_WORKER_SERIES and (stats.worker_count, stats.threads) == (300, 600)

@@ -19,7 +19,7 @@ import trio
 from quantus_miner.service.api import BODY_TIMEOUT_S
 from quantus_miner.service.connections import LINGER_S, REAP_PERIOD_S
 
-from .support import mine_body
+from ..support import mine_body
 
 FDS = 256
 CAP = 64

@@ -22,7 +22,7 @@ from quantus_miner.core.outcomes import ChunkOutcome, ConsensusError, Found
 from quantus_miner.engines import baseline_v2, fast_v2
 from quantus_miner.engines import kernels_v2 as kernels
 
-VECTORS = json.loads((Path(__file__).parent / "data" / "qpow2_vectors_public.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "data" / "qpow2_vectors_public.json").read_text())
 P = qpow2.P
 L = kernels.LANES
 MAX = qpow2.MAX_U512

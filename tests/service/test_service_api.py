@@ -16,7 +16,7 @@ import threading
 import trio
 
 from quantus_miner.core import qpow
-from .support import EASY, MAX, mine_body
+from ..support import EASY, MAX, mine_body
 
 
 def assert_error_shape(r, status: int, job_id: str = ""):

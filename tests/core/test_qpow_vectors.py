@@ -7,7 +7,7 @@ import pytest
 
 from quantus_miner.core import qpow
 
-VECTORS_PATH = Path(__file__).with_name("data") / "qpow_vectors_public.json"  # provenance: data/README.md
+VECTORS_PATH = Path(__file__).parents[1] / "data" / "qpow_vectors_public.json"  # provenance: data/README.md
 VECTORS = json.loads(VECTORS_PATH.read_text())
 
 

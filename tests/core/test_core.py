@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantus_miner.core.jobs import END_STATUSES, RANGE_EXHAUSTED, JobStatus, JobTable, Progress
+from quantus_miner.core.jobs import END_STATUSES, RANGE_EXHAUSTED, Cause, Ending, JobStatus, JobTable, Progress
 from quantus_miner.core.outcomes import Found
-from quantus_miner.core.partition import Frontier, next_chunk, partition
-from quantus_miner.core.rates import MAX_CHUNK, MAX_GROWTH, MIN_SEED_CHUNK, ema, next_chunk_size, seed_chunk
+from quantus_miner.core.partition import Frontier, next_chunk
+from quantus_miner.core.rates import (MAX_CHUNK, MAX_GROWTH, MIN_SEED_CHUNK, MIN_TAIL_CHUNK, ChunkSizer, ema,
+                                      next_chunk_size, seed_chunk, tail_capped)
 from quantus_miner.core.speed import SpeedMeter, speed_line, status_line
 from quantus_miner.core.requests import (DuplicateJob, InvalidRequest, MineRequest, Refused, TooManyJobs,
                                          parse_mine_request)
@@ -29,16 +30,16 @@ def request(job_id="j", start=1, end=100) -> MineRequest:
 def test_reports_accumulate_and_a_found_nonce_completes_the_job():
     table = JobTable(retention_s=10, max_finished=5)
     job = table.add(request(), "cpu-fast", workers=2, now=0.0)
-    assert job.apply(Progress("j", 0, tested=10, t=1.0), alpha=0.5) == (10, None)
-    assert job.apply(Progress("j", 1, tested=30, t=1.0), alpha=0.5) == (30, None)
-    assert job.apply(Progress("j", 0, tested=20, t=2.0), alpha=0.5) == (20, None)
+    assert job.apply(Progress(0, 0, tested=10, t=1.0), alpha=0.5) == (10, None)
+    assert job.apply(Progress(0, 1, tested=30, t=1.0), alpha=0.5) == (30, None)
+    assert job.apply(Progress(0, 0, tested=20, t=2.0), alpha=0.5) == (20, None)
     snap = job.snapshot(now=2.5)
     assert snap.status is JobStatus.RUNNING and snap.hash_count == 60 and snap.elapsed_time == 2.5
     assert [w.rate for w in snap.workers] == [0.5 * 20 + 0.5 * 10, 30.0]  # EMA of each worker's delta rate
     assert snap.rate == 45.0
-    counted, ending = job.apply(Progress("j", 1, tested=5, t=3.0, found=Found(7, 1)), alpha=0.5)
-    assert (counted, ending) == (5, (JobStatus.COMPLETED, None))
-    table.end(job, ending[0], 3.0, ending[1])
+    counted, ending = job.apply(Progress(0, 1, tested=5, t=3.0, found=Found(7, 1)), alpha=0.5)
+    assert (counted, ending, ending.status, ending.reason) == (5, Ending(Cause.FOUND), JobStatus.COMPLETED, None)
+    table.end(job, ending, 3.0)
     snap = job.snapshot(now=99.0)
     assert (snap.status, snap.nonce, snap.hash_count, snap.elapsed_time, snap.rate) == ("completed", 7, 65, 3.0, 0.0)
 
@@ -46,28 +47,34 @@ def test_reports_accumulate_and_a_found_nonce_completes_the_job():
 def test_an_ended_job_counts_nothing_more_and_cannot_end_twice():
     table = JobTable(retention_s=10, max_finished=5)
     job = table.add(request(), "cpu-fast", workers=1, now=0.0)
-    table.end(job, JobStatus.CANCELLED, now=1.0)
-    assert job.apply(Progress("j", 0, tested=10, t=1.5), alpha=0.2) == (0, None)  # a chunk that raced the cancel
+    table.end(job, Ending(Cause.CANCELLED), now=1.0)
+    assert job.apply(Progress(0, 0, tested=10, t=1.5), alpha=0.2) == (0, None)  # a chunk that raced the cancel
     assert job.hash_count == 0
     with pytest.raises(ValueError, match=r"^job j already ended as cancelled$"):
-        table.end(job, JobStatus.FAILED, now=2.0)
-    other = table.add(request("k"), "cpu-fast", workers=1, now=0.0)
-    with pytest.raises(ValueError, match=r"^cannot end a job as "):
-        table.end(other, JobStatus.RUNNING, now=1.0)
+        table.end(job, Ending.failed("late"), now=2.0)
 
 
-def test_the_range_is_exhausted_only_when_every_worker_finished():
+def test_every_cause_ends_in_an_end_status_with_its_reason():
+    # the core decides every ending: each typed cause maps to exactly one end status (never running)
+    assert {c: (Ending(c, "x").status, Ending(c, "x").reason) for c in Cause} == {
+        Cause.FOUND: (JobStatus.COMPLETED, "x"), Cause.EXHAUSTED: (JobStatus.FAILED, RANGE_EXHAUSTED),
+        Cause.FAILED: (JobStatus.FAILED, "x"), Cause.CANCELLED: (JobStatus.CANCELLED, "x"),
+        Cause.SHUTDOWN: (JobStatus.CANCELLED, "shutdown")}
+    assert {Ending(c).status for c in Cause} == set(END_STATUSES)
+
+
+def test_the_range_is_exhausted_only_when_every_nonce_was_counted():
     job = JobTable(10, 5).add(request(), "cpu-fast", workers=2, now=0.0)
-    assert job.apply(Progress("j", 0, tested=50, t=1.0, finished=True), alpha=0.2) == (50, None)
-    assert job.apply(Progress("j", 1, tested=50, t=1.0, finished=True), alpha=0.2) == \
-        (50, (JobStatus.FAILED, RANGE_EXHAUSTED))
+    assert job.apply(Progress(0, 0, tested=50, t=1.0, finished=True), alpha=0.2) == (50, None)
+    assert job.apply(Progress(0, 1, tested=50, t=1.0, finished=True), alpha=0.2) == \
+        (50, Ending(Cause.EXHAUSTED))
     assert job.snapshot(1.0).rate == 0.0  # finished workers carry no live rate
 
 
 def test_a_worker_error_fails_the_job_with_its_reason():
     job = JobTable(10, 5).add(request(), "cpu-fast", workers=1, now=0.0)
-    assert job.apply(Progress("j", 0, tested=0, t=1.0, error="worker crashed: boom"), alpha=0.2) == \
-        (0, (JobStatus.FAILED, "worker crashed: boom"))
+    counted, ending = job.apply(Progress(0, 0, tested=0, t=1.0, error="worker crashed: boom"), alpha=0.2)
+    assert (counted, ending.status, ending.reason) == (0, JobStatus.FAILED, "worker crashed: boom")
 
 
 def test_duplicate_ids_are_refused_while_the_job_is_retained():
@@ -75,7 +82,7 @@ def test_duplicate_ids_are_refused_while_the_job_is_retained():
     job = table.add(request(), "cpu-fast", workers=1, now=0.0)
     with pytest.raises(DuplicateJob, match=r"^job j already exists$"):
         table.add(request(), "cpu-fast", workers=1, now=0.0)
-    table.end(job, JobStatus.FAILED, now=1.0)
+    table.end(job, Ending(Cause.EXHAUSTED), now=1.0)
     with pytest.raises(DuplicateJob):
         table.add(request(), "cpu-fast", workers=1, now=5.0)
     assert table.expire(now=11.0) == [job]
@@ -86,7 +93,7 @@ def test_retention_counts_from_the_end_and_never_drops_running_jobs():
     table = JobTable(retention_s=10, max_finished=5)
     long_job = table.add(request("long"), "cpu-fast", workers=1, now=0.0)
     running = table.add(request("running"), "cpu-fast", workers=1, now=0.0)
-    table.end(long_job, JobStatus.COMPLETED, now=100.0)  # ran 100 s, far longer than retention
+    table.end(long_job, Ending(Cause.FOUND), now=100.0)  # ran 100 s, far longer than retention
     assert table.expire(now=109.9) == []
     assert table.get("long") is long_job
     assert table.expire(now=110.0) == [long_job]
@@ -97,9 +104,9 @@ def test_retention_counts_from_the_end_and_never_drops_running_jobs():
 def test_the_finished_job_cap_forgets_the_oldest_first():
     table = JobTable(retention_s=1e9, max_finished=2)
     jobs = [table.add(request(f"j{i}"), "cpu-fast", workers=1, now=0.0) for i in range(4)]
-    assert table.end(jobs[0], JobStatus.FAILED, now=1.0) == []
-    assert table.end(jobs[1], JobStatus.FAILED, now=2.0) == []
-    assert table.end(jobs[2], JobStatus.FAILED, now=3.0) == [jobs[0]]
+    assert table.end(jobs[0], Ending(Cause.EXHAUSTED), now=1.0) == []
+    assert table.end(jobs[1], Ending(Cause.EXHAUSTED), now=2.0) == []
+    assert table.end(jobs[2], Ending(Cause.EXHAUSTED), now=3.0) == [jobs[0]]
     assert [j.job_id for j in table] == ["j1", "j2", "j3"]  # j3 runs on, whatever the cap
 
 
@@ -161,23 +168,36 @@ def test_refusals_share_one_base_that_carries_the_http_status():
 # -- partitioning and chunk sizing ---------------------------------------------------------------
 
 
-@given(st.integers(0, MAX), st.integers(0, 1 << 70), st.integers(1, 64))
-def test_partition_covers_the_range_exactly_once(start, length, parts):
+@given(st.integers(0, MAX), st.integers(0, 1 << 70), st.integers(1, 64), st.integers(1, 1 << 40))
+def test_the_one_cursor_hands_out_the_range_exactly_once(start, length, lanes, size):
+    # every executor's slots cut their chunks from one Frontier, sized by the one sizer
     end = min(MAX, start + length)
-    pieces = partition(start, end, parts)
-    assert pieces[0][0] == start and pieces[-1][1] == end
-    assert all(lo <= hi for lo, hi in pieces)
-    assert all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:]))
-    assert len(pieces) == min(parts, end - start + 1)
-    sizes = [hi - lo + 1 for lo, hi in pieces]
-    assert max(sizes) - min(sizes) <= 1
+    f = Frontier(start, end)
+    pieces = []
+    while (chunk := f.take(tail_capped(size, f.remaining, lanes))) is not None:
+        pieces.append(chunk)
+        if len(pieces) > 200:
+            break
+    assert pieces[0][0] == start and all(lo <= hi for lo, hi in pieces)
+    assert all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:]))  # in order, no gap, no overlap
+    assert f.exhausted == (pieces[-1][1] == end) and f.remaining == end - pieces[-1][1]
 
 
-def test_partition_refuses_empty_ranges_and_zero_parts():
+def test_the_frontier_refuses_empty_ranges_and_chunks_shrink_near_the_end():
     with pytest.raises(ValueError, match=r"^nonce_start must be <= nonce_end$"):
-        partition(5, 4, 1)
-    with pytest.raises(ValueError, match=r"^parts must be >= 1$"):
-        partition(1, 4, 0)
+        Frontier(5, 4)
+    assert tail_capped(10**9, 10**12, 4) == 10**9  # far from the end: the sizer's size
+    assert tail_capped(10**9, 8 * 10**6, 4) == 10**6  # near it: a share of what is left
+    assert tail_capped(10**9, 10, 4) == MIN_TAIL_CHUNK and tail_capped(7, 10, 4) == 7
+
+
+def test_a_slot_sizer_starts_from_a_measured_rate_else_the_seed():
+    assert ChunkSizer.start(2000).size == seed_chunk(2000)
+    assert ChunkSizer.start(2000, probe=3000.0).size == 6000
+    assert ChunkSizer.start(500, rate=10**7, probe=3000.0).size == 5 * 10**6  # a worker's measured rate wins
+    s = ChunkSizer.start(100, rate=1000.0)
+    s.update(100, 0.05)
+    assert s.size == 200
 
 
 def test_next_chunk_stops_at_the_end():

@@ -1,0 +1,87 @@
+"""The composition root every miner command shares: engine, warm-up and probe, executor, runtime, metrics.
+
+`serve`, `connect`, `devnet` (both networks) and `bench --cluster` build their miner here, so they
+cannot drift apart; each adds only its front end (HTTP API, QUIC client, benchmark loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import attrs
+import trio
+from prometheus_client import CollectorRegistry
+
+from ..cluster.executor import ClusterExecutor
+from ..core.config import ServiceConfig
+from ..engines import Engine, get_engine, slots
+from ..engines.base import measure_rate
+from ..pipeline.runtime import MinerRuntime
+from .metrics import MinerMetrics
+
+log = logging.getLogger("quantus_miner")
+
+GIL_SWITCH_S = 0.0005
+
+
+def describe(config: ServiceConfig) -> str:
+    return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
+
+
+async def start_engine(config: ServiceConfig) -> tuple[Engine, float, ServiceConfig]:
+    """The configured engine, warmed (kernels compiled or loaded), its one-thread probe rate, and the
+    configuration to run with (a GPU engine: `cores` = its devices, one executor slot each)."""
+    log.info("configuration: %s", describe(config))
+    # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
+    # interval hands it back to the event loop quickly, keeping the node's polls fast.
+    sys.setswitchinterval(GIL_SWITCH_S)
+    engine = get_engine(config.engine, config.kernel, config.gpu_devices)
+    # abandoned on cancel: a stop during a first start's compile (~10 s) need not wait for it
+    await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
+    config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
+    probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
+    return engine, probe, config
+
+
+async def open_executor(config: ServiceConfig, engine: Engine, probe: float | None,
+                        sockets: Sequence[Sockets | None] = ()) -> ClusterExecutor | None:
+    """The cluster executor with `--cluster` (bounded by --cluster-timeout-s), else None (local threads).
+
+    On `ClusterUnavailable` the bound `sockets` are closed and the error raised plainly (the commands exit 2).
+    """
+    if config.cluster is None:
+        return None
+    try:
+        return await ClusterExecutor.open(config, engine, measured_rate=probe, clock=time.monotonic)
+    except BaseException:
+        for sock in [s for bound in sockets if bound is not None for s in bound.insecure_sockets]:
+            sock.close()
+        raise
+
+
+async def start_pipeline(nursery: trio.Nursery, config: ServiceConfig, engine: Engine, probe: float | None,
+                         executor: ClusterExecutor | None, registry: CollectorRegistry
+                         ) -> tuple[MinerRuntime, MinerMetrics]:
+    """Start the executor and the runtime in `nursery`, with metrics that read them at scrape time."""
+    metrics = MinerMetrics(registry)
+    if executor is not None:
+        await nursery.start(executor.run)
+        metrics.observe_cluster(executor.stats)
+    runtime = MinerRuntime(config, engine, measured_rate=probe, clock=time.monotonic, executor=executor)
+    await nursery.start(runtime.run)
+    metrics.observe(runtime)
+    if getattr(engine, "devices", None):  # a GPU engine: per-device series
+        metrics.observe_devices(runtime.device_rates, engine.kernel)
+    return runtime, metrics
+
+
+def where(config: ServiceConfig, runtime: MinerRuntime) -> str:
+    """Where the miner mines, for the ready line."""
+    if config.cluster is not None:
+        return f"the Dask cluster at {config.cluster} ({runtime.executor.capacity()} thread(s) now)"
+    return getattr(runtime.engine, "device", None) or f"{runtime.config.cores} core(s)"
+
+
