@@ -1,7 +1,7 @@
 """The signal and exit-status policy of every command, and the systemd units that rely on it.
 
 Daemons (`serve`, `connect`, `worker`) exit 0 after a graceful SIGTERM stop and 130 after SIGINT;
-one-shot commands (`mine`, `bench`, `devnet`) 130/143 (tests/test_terminal.py); each prints one
+one-shot commands (`mine`, `bench`, `devnet`) 130/143 (tests/cli/test_terminal.py); each prints one
 summary line. Test charter: the commands run as real processes; `connect` talks to the QUIC node
 simulator over 127.0.0.1 (the node is outside this project), `worker` to a real Dask scheduler.
 Readiness comes from the processes' own output lines, each read with a deadline. The units in
@@ -24,9 +24,9 @@ import pytest
 
 from quantus_miner.cli.signals import DAEMONS, ONE_SHOT, stop_status
 
-from .support import MINER, Cluster
+from ..support import MINER, Cluster
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "contrib" / "systemd").glob("*.service"))
 
 NODE = """

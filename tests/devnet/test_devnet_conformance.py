@@ -24,7 +24,7 @@ from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.server import serve_miner
 from prometheus_client import CollectorRegistry
 
-from .support import run
+from ..support import run
 
 Answer = tuple[int, str, bytes] | None  # status, content type, body; None: drop the connection
 

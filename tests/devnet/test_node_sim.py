@@ -28,7 +28,7 @@ from quantus_miner.devnet.quic_node import NodeSim
 from quantus_miner.quic import tls
 from quantus_miner.quic.transport import connect
 
-from .support import MINER
+from ..support import MINER
 
 DEADLINE = 20
 NONCE = 5

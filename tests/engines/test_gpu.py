@@ -25,11 +25,11 @@ from quantus_miner.engines import engine_problem, get_engine
 from quantus_miner.engines.base import new_cancel_flag
 from quantus_miner.engines.gpu import extra_problem, gpu_problem, simulated
 
-from .support import MAX, ZERO_HEADER, run
+from ..support import MAX, ZERO_HEADER, run
 
 problem = extra_problem() or gpu_problem()
 if problem:
-    print(f"\ntests/test_gpu.py skipped: {problem}", file=sys.stderr)
+    print(f"\ntests/engines/test_gpu.py skipped: {problem}", file=sys.stderr)
 pytestmark = pytest.mark.skipif(problem is not None, reason=f"GPU engines unusable here: {problem}")
 
 _engines: dict[str, object] = {}

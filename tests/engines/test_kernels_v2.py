@@ -30,9 +30,9 @@ from quantus_miner.engines import baseline_v2, get_engine, kernel_problem
 from quantus_miner.engines import fast_v2, kernels_v2, poseidon2_vec
 from quantus_miner.engines.fast_v2 import SPECS, FastV2Engine, KernelUnavailable, V2KernelSpec, host_features, self_test
 
-from .support import run
+from ..support import run
 
-VECTORS = json.loads((Path(__file__).parent / "data" / "qpow2_vectors_public.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "data" / "qpow2_vectors_public.json").read_text())
 P = qpow2.P
 M32 = 2**32 - 1
 L = poseidon2_vec.LANES

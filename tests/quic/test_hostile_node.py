@@ -32,14 +32,14 @@ from quantus_miner.core.quic_messages import NewJob, encode_frame
 from quantus_miner.devnet.quic_node import NodeSim
 from quantus_miner.service.node_client import connect_miner
 
-from .support import Recorder
+from ..support import Recorder
 
 DEADLINE = 30
 FAST = dict(backoff=(0.05, 0.4))
 EASY = 3000
 NEVER = 1 << 400
 HASH = "11" * 32
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def header(n: int) -> bytes:

@@ -20,7 +20,7 @@ from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.api import BODY_TIMEOUT_S
 from quantus_miner.service.server import METRICS_MAX_CONNECTIONS
 
-from .support import mine_body
+from ..support import mine_body
 
 FRESH_S = 0.1
 
