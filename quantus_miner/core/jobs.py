@@ -98,6 +98,7 @@ class Progress:
     found: Found | None = None
     finished: bool = False  # the slot sends no more (no nonces left to take, or its cluster worker left)
     error: str | None = None
+    settled: bool = False  # sent by the runtime after every slot returned: nothing more comes for the job
 
 
 @attrs.frozen
@@ -175,6 +176,8 @@ class Job:
         """
         if not self.running:
             return 0, None
+        if p.settled:  # every slot returned, yet neither a find nor the whole range was counted: an engine bug
+            return 0, Ending.failed(f"nonce count mismatch: {self.hash_count} of {self.size} tested")
         while p.worker >= len(self.workers):  # a slot that joined mid-job (bounded by the executor's slots)
             self.workers.append(WorkerState())
         w = self.workers[p.worker]

@@ -63,8 +63,8 @@ class ThreadDevice:
         return True
 
     async def search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
-        async with self.executor.limiter:
-            return await trio.to_thread.run_sync(self._search, feed, lo, hi)
+        # the limiter replaces trio's default one (40 threads): --cores 64 means 64 mining threads
+        return await trio.to_thread.run_sync(self._search, feed, lo, hi, limiter=self.executor.limiter)
 
     def _search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
         ex = self.executor

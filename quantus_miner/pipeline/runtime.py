@@ -196,8 +196,15 @@ class MinerRuntime:
         if job is None or not job.running:
             return
         event = trio.Event()
-        self._end_waiters.setdefault(job_id, []).append(event)
-        await event.wait()
+        waiters = self._end_waiters.setdefault(job_id, [])
+        waiters.append(event)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # a caller that gave up (a timeout, cancel) leaves no waiter behind
+                waiters.remove(event)
+                if not waiters and self._end_waiters.get(job_id) is waiters:
+                    del self._end_waiters[job_id]
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -227,6 +234,9 @@ class MinerRuntime:
         try:
             with shell.cancel_scope:
                 await self.executor.run_job(shell.feed)
+            if job.running and not shell.cancel_scope.cancel_called:
+                # behind the slots' last reports in the channel: the job cannot be left running forever
+                self._send.send_nowait(Progress(shell.serial, 0, 0, self.clock(), settled=True))
         except Exception as exc:  # a fault fails this job only; the service lives on
             log.exception("job %s crashed", job.job_id)
             if job.running:

@@ -17,7 +17,7 @@ from ..core.config import ServiceConfig
 from ..core.jobs import JobStatus
 from ..core.outcomes import Found
 from ..core.requests import MineRequest
-from ..engines.base import Engine, new_cancel_flag
+from ..engines.base import Engine, measure_rate, new_cancel_flag
 from .local import LocalExecutor
 from .runtime import MinerRuntime
 
@@ -63,6 +63,8 @@ def solve(
 
 
 async def _solve(config, engine, request, seconds, on_progress, flag, progress_s, measured_rate) -> LocalResult:
+    if measured_rate is None:  # sizes the first chunks: a slow engine shows progress within ~progress_s
+        measured_rate = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
     executor = LocalExecutor(config, engine, measured_rate=measured_rate)
     async with trio.open_nursery() as nursery:
         runtime = await nursery.start(MinerRuntime(config, engine, executor=executor).run)

@@ -137,3 +137,69 @@ def test_mine_and_bench_run_on_the_same_pipeline(cores):
 
     result = solve(get_engine("cpu-baseline"), bytes(32), 0, 5, 5 + 3000, cores)
     assert result.found is None and result.hash_count == 3001 and result.resume_at == 3006 and not result.stopped
+
+
+class ShortDevice(FakeDevice):
+    """An engine bug: claims to have searched a chunk but counts one nonce short."""
+
+    async def search(self, feed, lo, hi):
+        result = await super().search(feed, lo, hi)
+        return ChunkResult(result.tested - 1, None, False, result.t, result.busy_s)
+
+
+async def test_a_job_whose_counts_fall_short_fails_instead_of_running_forever():
+    runtime, _ = await run_one([ShortDevice()], MineRequest("d", bytes(32), 0, 1, 10_000))
+    snap = runtime.result("d")
+    assert snap.status is JobStatus.FAILED and snap.reason.startswith("nonce count mismatch:"), snap
+
+
+async def test_waiting_for_a_job_end_with_timeouts_leaves_no_waiters_behind():
+    runtime = MinerRuntime(ServiceConfig(cores=1), get_engine("cpu-baseline"),
+                           executor=FakeExecutor([IdleDevice()]), clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        runtime.submit(MineRequest("w", bytes(32), 0, 1, 10**9))
+        with trio.fail_after(5):
+            for _ in range(1000):  # as `mine` polls: wait for the end, give up after a while, repeat
+                with trio.move_on_after(0):
+                    await runtime.wait_ended("w")
+        assert sum(map(len, runtime._end_waiters.values())) == 0
+        runtime.cancel("w")
+        nursery.cancel_scope.cancel()
+
+
+async def test_cores_beyond_trios_default_thread_limit_all_mine_at_once():
+    """--cores 48 means 48 kernel threads at once (trio's default limiter alone would allow 40)."""
+    import threading
+
+    from quantus_miner.pipeline.local import LocalExecutor
+
+    cores, lock, peak, all_in = 48, threading.Lock(), [0, 0], threading.Event()
+    base = get_engine("cpu-baseline")
+
+    class Gate:
+        name, kernel, pow = base.name, base.kernel, base.pow
+        prepare, warm_up = base.prepare, base.warm_up
+
+        def search(self, job, start, end, flag):
+            with lock:
+                peak[0] += 1
+                peak[1] = max(peak)
+                if peak[0] == cores:
+                    all_in.set()
+            all_in.wait(5)
+            with lock:
+                peak[0] -= 1
+            flag[0] = 1  # done: every slot stops
+            return base.search(job, start, start, flag)
+
+    config = ServiceConfig(cores=cores)
+    runtime = MinerRuntime(config, Gate(), executor=LocalExecutor(config, Gate(), measured_rate=1e6),
+                           clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        runtime.submit(MineRequest("t", bytes(32), 0, 1, 10**12))
+        with trio.fail_after(30):
+            await runtime.wait_settled("t")
+        assert peak[1] == cores
+        nursery.cancel_scope.cancel()
