@@ -11,7 +11,8 @@ each by default, uncounted: a false gap). The exact count is the job's cursor (`
 the count `bench` reports too) once every thread has returned, over the time from the job's start to
 then. Serving is compared with the mean of the two benches around it; medians of --repeat rounds.
 Per CPU-second figures divide by this process's CPU time (workers, event loop, QUIC on both sides)
-and by the mining threads' alone. Each command's GIL switch interval is the one it runs with
+and by the mining threads' alone; `cpu_share` is the CPU the process got per core and wall second
+(on a shared machine the wall-clock ratio follows it: the neighbours' load, not the miner). Each command's GIL switch interval is the one it runs with
 (`connect` shortens it; `bench` keeps Python's default).
 Run: .venv/bin/python scripts/connect_bench.py [--seconds 6] [--cores N] [--repeat 3] [--kernel K]
 """
@@ -47,7 +48,8 @@ def bench_once(engine, cores: int, seconds: float) -> dict:
     r = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, cores, seconds=seconds)
     cpu = time.process_time() - cpu0
     return {"nonces": r.hash_count, "wall_s": r.elapsed_time, "rate": r.hash_count / r.elapsed_time,
-            "cpu_rate": r.hash_count / cpu, "worker_cpu_rate": r.hash_count / r.cpu_time}
+            "cpu_rate": r.hash_count / cpu, "worker_cpu_rate": r.hash_count / r.cpu_time,
+            "cpu_share": cpu / r.elapsed_time / cores}
 
 
 async def serve_once(sim: NodeSim, runtime, job_id: str, seconds: float) -> dict:
@@ -65,6 +67,7 @@ async def serve_once(sim: NodeSim, runtime, job_id: str, seconds: float) -> dict
     snap = runtime.result(job_id)
     return {"nonces": frontier.tested, "wall_s": wall, "rate": frontier.tested / wall,
             "cpu_rate": frontier.tested / cpu, "worker_cpu_rate": frontier.tested / worker_cpu,
+            "cpu_share": cpu / wall / runtime.executor.capacity(),
             "hash_count_at_cancel": snap.hash_count, "elapsed_time_at_cancel": snap.elapsed_time}
 
 
@@ -115,7 +118,7 @@ async def measure(args: argparse.Namespace) -> dict:
     return {"engine": engine.name, "kernel": engine.kernel, "cores": args.cores, "seconds": args.seconds,
             "repeat": args.repeat,
             "median": {f"{what}_{k}": median(what, k) for what in ("serving", "bench_before", "bench_after")
-                       for k in ("rate", "cpu_rate", "worker_cpu_rate")}
+                       for k in ("rate", "cpu_rate", "worker_cpu_rate", "cpu_share")}
             | {f"ratio_{k}": median("ratio", k) for k in ("rate", "cpu_rate", "worker_cpu_rate")},
             "rounds": rounds}
 
