@@ -59,7 +59,7 @@ async def serve_once(sim: NodeSim, runtime, job_id: str, seconds: float) -> dict
     while (frontier := runtime.frontier(job_id)) is None:  # the job reaches the runtime over QUIC
         await trio.sleep(0.001)
     started_at = runtime.clock() - runtime.result(job_id).elapsed_time
-    await trio.sleep(seconds - (runtime.clock() - started_at))
+    await trio.sleep(max(0.0, seconds - (runtime.clock() - started_at)))
     runtime.cancel(job_id)  # what `NodeMiner` does when the node's next job arrives
     await runtime.wait_settled(job_id)  # every thread returned: the cursor's count is final
     wall = runtime.clock() - started_at
