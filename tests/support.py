@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -232,3 +233,52 @@ class Cluster:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+class LineReader:
+    """A child's output stream read line by line, every read with a deadline of its own.
+
+    A wedged or dead child then fails the test at once with a clear message (the pattern, how long,
+    whether the process still runs, what it printed) instead of blocking a plain `readline()`
+    until the suite's backstop. Reads the pipe unbuffered (select and os.read): never mix it with
+    the stream's own reads; lines after a match stay here for the next call.
+    """
+
+    def __init__(self, proc: subprocess.Popen, stream: str = "stderr") -> None:
+        self.proc, self.name = proc, stream
+        self.fd = getattr(proc, stream).fileno()
+        self.seen = b""  # everything read so far (for the failure message)
+        self._pending = b""  # bytes after the last line handed out
+
+    def line_matching(self, pattern: str, timeout: float) -> str:
+        """The next line (decoded, without its newline) that matches `pattern`; skipped lines are dropped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._pending:
+                raw, self._pending = self._pending.split(b"\n", 1)
+                line = raw.decode(errors="replace").rstrip("\r")
+                if re.search(pattern, line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                why = f"not seen within {timeout:g} s"
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                why = "not seen before the stream closed"
+                try:
+                    self.proc.wait(timeout=2)  # a closed stream usually means an exit: name its status
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            self.seen += chunk
+            self._pending += chunk
+        code = self.proc.poll()
+        state = "still running" if code is None else f"exited with {code}"
+        raise AssertionError(f"{pattern!r} {why} on {self.name} (process {state}); "
+                             f"output: {self.seen.decode(errors='replace')[-3000:]}")
+
+
+def read_line_matching(proc: subprocess.Popen, pattern: str, timeout: float, stream: str = "stderr") -> str:
+    """The first line of proc's `stream` that matches `pattern` within `timeout` seconds (see `LineReader`)."""
+    return LineReader(proc, stream).line_matching(pattern, timeout)

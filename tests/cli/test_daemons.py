@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from quantus_miner.cli.signals import DAEMONS, ONE_SHOT, stop_status
 
-from ..support import MINER, Cluster
+from ..support import MINER, STARTUP_S, Cluster, read_line_matching
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "contrib" / "systemd").glob("*.service"))
@@ -47,23 +45,6 @@ trio.run(main, sys.argv[1])
 """
 
 
-def read_line_matching(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
-    """Read proc.stderr (unbuffered: select and os.read) until a line matches `pattern`."""
-    seen, deadline = b"", time.monotonic() + timeout
-    fd = proc.stderr.fileno()
-    while time.monotonic() < deadline:
-        if not select.select([fd], [], [], deadline - time.monotonic())[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        seen += chunk
-        for line in seen.decode(errors="replace").splitlines():
-            if re.search(pattern, line):
-                return line
-    raise AssertionError(f"{pattern!r} not seen; output: {seen.decode(errors='replace')[-3000:]}")
-
-
 def test_the_policy_table_covers_every_command():
     from quantus_miner.cli import COMMANDS
 
@@ -80,7 +61,7 @@ def test_the_policy_table_covers_every_command():
 def test_connect_stops_with_its_status_and_one_summary_line(tmp_path, sig, status):
     node = subprocess.Popen([sys.executable, "-c", NODE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        port = int(node.stdout.readline())
+        port = int(read_line_matching(node, r"^\d+$", timeout=STARTUP_S, stream="stdout"))
         miner = subprocess.Popen(
             [*MINER, "connect", "--node-addr", f"127.0.0.1:{port}", "--cores", "1",
              "--auth-token-file", str(tmp_path / "miner-auth-token"),

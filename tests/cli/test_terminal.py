@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from quantus_miner.core.config import ServiceConfig
 from quantus_miner.service.server import serve_miner
 
-from ..support import MAX, MINER, mine_body
+from ..support import MAX, MINER, LineReader, mine_body
 
 ZERO = "00" * 32
 # The promise is a second and a stop takes ~30 ms here; the bound leaves room for this shared 2-core VM
@@ -183,7 +183,7 @@ def test_a_second_signal_exits_at_once_even_when_the_first_stop_hangs():
     (and two Ctrl-C in one instant reach a process as one pending SIGINT)."""
     proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert proc.stdout.readline() == b"armed\n"
+        assert LineReader(proc, "stdout").line_matching(r"", timeout=30) == "armed"
         proc.send_signal(signal.SIGINT)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=0.3)  # the first only asked the command to stop
@@ -216,15 +216,16 @@ def test_sigterm_stops_mine_with_143_and_a_resumable_json_report():
     proc = subprocess.Popen([*MINER, "mine", "--header", ZERO, "--threshold", "1", "--cores", "2", "--json",
                              "--progress-log-s", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        first = proc.stderr.readline()  # the first plain progress line: mining is under way
-        assert b"mine: " in first
+        err = LineReader(proc)
+        first = err.line_matching(r"", timeout=60)  # the first plain progress line: mining is under way
+        assert "mine: " in first
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         assert proc.wait(timeout=5) == 143 and time.monotonic() - t0 < STOP_S
         report = json.loads(proc.stdout.read())
         assert report["status"] == "stopped" and report["nonce"] is None
         assert 1 < int(report["resume_start"], 16) <= 1 + report["hash_count"]
-        assert b"Traceback" not in proc.stderr.read()
+        assert b"Traceback" not in err.seen + proc.stderr.read()
     finally:
         proc.kill()
         proc.wait(timeout=10)

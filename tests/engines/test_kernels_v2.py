@@ -76,6 +76,44 @@ def test_random_ranges_match_the_reference(engine, header, difficulty, start, le
     agree(engine, header, qpow2.target_of(difficulty), start, start + length - 1)
 
 
+@given(header=st.binary(min_size=32, max_size=32), difficulty=st.integers(30, 200),
+       start=st.integers(0, MAX - 4 * L), length=st.integers(L + 1, 4 * L + 3))
+@PROPERTY
+def test_random_ranges_with_finds_past_the_first_lane_match_the_reference(engine, header, difficulty, start, length):
+    # a valid nonce every 30-200 tries over up to 4 batches: the first find lands on any lane of any batch
+    agree(engine, header, qpow2.target_of(difficulty), start, start + length - 1)
+
+
+FIRST_FIND_DIFFICULTY = 64
+FIRST_FIND_START = (1 << 300) + 12345  # in the second 2^256 segment: a midstate of its own
+
+
+@pytest.fixture(scope="module")
+def first_finds() -> dict[int, int]:
+    """For each offset k < 4 batches: a nonce valid at FIRST_FIND_DIFFICULTY whose k predecessors are not.
+
+    From the reference's hashes of 600 consecutive nonces (~0.8 s once): valid nonces come about every 64.
+    """
+    header, target = bytes(range(32)), qpow2.target_of(FIRST_FIND_DIFFICULTY)
+    valid = [n for n in range(FIRST_FIND_START, FIRST_FIND_START + 600) if qpow2.pow_hash(header, n) < target]
+    gaps = {v: v - prev - 1 for prev, v in zip([FIRST_FIND_START - 1, *valid], valid)}  # invalid nonces before v
+    finds = {}
+    for k in range(4 * L):
+        v = next((v for v, gap in gaps.items() if gap >= k), None)
+        assert v is not None, f"no valid nonce after {k} invalid ones: scan further"
+        finds[k] = v
+    return finds
+
+
+def test_the_first_find_on_every_lane_of_four_batches(engine, first_finds):
+    """Ranges of 4 batches + 3 whose first valid nonce is the k-th: found there, k + 1 nonces counted."""
+    header, target = bytes(range(32)), qpow2.target_of(FIRST_FIND_DIFFICULTY)
+    for k, v in first_finds.items():
+        start = v - k
+        outcome = engine.search(engine.prepare(header, target), start, start + 4 * L + 2, flag())
+        assert outcome == ChunkOutcome(k + 1, Found(v, qpow2.pow_hash(header, v))), (engine.kernel, k)
+
+
 @pytest.mark.parametrize("start,end", [(0, 0), (0, L + 1), (SEGMENT - 3, SEGMENT + L), (MAX - L - 2, MAX),
                                        (MAX, MAX)],
                          ids=["nonce-0", "from-0", "across-2^256", "up-to-2^512-1", "last-nonce"])

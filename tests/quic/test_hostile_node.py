@@ -32,7 +32,7 @@ from quantus_miner.core.quic_messages import NewJob, encode_frame
 from quantus_miner.devnet.quic_node import NodeSim
 from quantus_miner.service.node_client import connect_miner
 
-from ..support import Recorder
+from ..support import STARTUP_S, LineReader, Recorder
 
 DEADLINE = 30
 FAST = dict(backoff=(0.05, 0.4))
@@ -259,14 +259,23 @@ def test_connect_process_survives_a_hostile_node_and_stops_cleanly(tmp_path):
     node = subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, str(tmp_path), *(f.hex() for f in frames)],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
-        port = int(node.stdout.readline())
+        node_out = LineReader(node, "stdout")  # every read with a deadline: a wedged node fails fast
+        port = int(node_out.line_matching(r"^\d+$", timeout=STARTUP_S))
         miner = subprocess.Popen(
             [sys.executable, "-m", "quantus_miner", "connect", "--node-addr", f"127.0.0.1:{port}",
              "--auth-token-file", str(tmp_path / "miner-auth-token"),
              "--tls-cert-sha256-file", str(tmp_path / "miner-tls-cert-sha256"), "--cores", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            assert node.stdout.readline().strip() == "accepted"
+            # the miner starts (kernels from the cache, or compiled: ~10-30 s), survives the frames, finds a seal
+            try:
+                line = node_out.line_matching(r"", timeout=2 * STARTUP_S)  # the node's next line, whatever it is
+            except AssertionError as exc:
+                if miner.poll() is None:
+                    raise
+                raise AssertionError(f"{exc}; the miner exited with {miner.returncode}: "
+                                     f"{miner.communicate(timeout=10)[1][-3000:]}") from None
+            assert line == "accepted"
             assert miner.poll() is None  # still running after everything the node sent
             miner.send_signal(signal.SIGTERM)
             out, err = miner.communicate(timeout=30)

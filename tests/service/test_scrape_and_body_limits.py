@@ -30,6 +30,20 @@ def job_hashes(text: str, job_id: str) -> int:
     return int(float(m.group(1)))
 
 
+def values_a_cache_can_show(windows: list[tuple[float, float]], ttl_s: float) -> int:
+    """The most distinct values scrapes taken in `windows` (sent, answered) can see through a `ttl_s` cache.
+
+    Such a cache renders anew only once its body is `ttl_s` old, and a scrape's render happens somewhere
+    in its window: a new value at scrape k after one rendered at scrape j needs answered_k - sent_j >= ttl_s.
+    Greedy from the first scrape gives the most renders (an upper bound: generous to such a cache).
+    """
+    renders, last_sent = 1, windows[0][0]
+    for sent, answered in windows[1:]:
+        if answered - last_sent >= ttl_s:
+            renders, last_sent = renders + 1, sent
+    return renders
+
+
 async def test_scrapes_250_ms_apart_see_every_200_ms_chunk(start_miner):
     """The default cache: a scrape shows all progress reported 100 ms before it, so it moves each time."""
     with trio.fail_after(60):
@@ -39,19 +53,32 @@ async def test_scrapes_250_ms_apart_see_every_200_ms_chunk(start_miner):
         assert (await miner.mine("j", 0)).status_code == 200  # threshold 0: never found
         while (await miner.result("j"))["hash_count"] == 0:
             await trio.sleep(0.02)
-        values = []
+        values, windows = [], []
         async with httpx.AsyncClient() as http:
-            for _ in range(12):
+            # at least 12 scrapes (3 s); on a loaded machine more, until the scrapes have seen more values
+            # than a 1 s cache could have shown them at those times (it cannot pass without that)
+            while len(values) < 12 or len(set(values)) <= values_a_cache_can_show(windows, 1.0):
+                assert len(values) < 60, (  # 15 s of 200 ms chunks, and still no proof
+                    f"{len(set(values))} values in {len(values)} scrapes: no more than a 1 s cache could show "
+                    f"({values_a_cache_can_show(windows, 1.0)}); values {values}")
                 before = (await miner.result("j"))["hash_count"]  # progress reported by now...
                 await trio.sleep(FRESH_S + 0.01)  # ...is more than 100 ms old at the scrape
+                sent = trio.current_time()
                 scraped = job_hashes((await http.get(miner.running.metrics_url)).text, "j")
+                windows.append((sent, trio.current_time()))
                 assert scraped >= before, (scraped, before)
                 values.append(scraped)
                 await trio.sleep(0.25 - FRESH_S - 0.01)
-        # 12 scrapes over 3 s: a 1 s cache could show at most 4 distinct values; the chunks (every 200 ms,
-        # later on a loaded machine) show more
-        assert values == sorted(values) and len(set(values)) >= 5, values
+        assert values == sorted(values), values
         await miner.client.post("/cancel/j")
+
+
+def test_a_1_s_cache_shows_at_most_one_value_per_second_of_scrapes():
+    """The bound the freshness test compares with: scrapes every 250 ms for 3 s, then windows that straddle 1 s."""
+    every_250_ms = [(i * 0.25, i * 0.25 + 0.01) for i in range(12)]
+    assert values_a_cache_can_show(every_250_ms, 1.0) == 3  # renders at 0, 1.0, 2.0 (2.75 is too soon)
+    assert values_a_cache_can_show(every_250_ms, 0.1) == 12
+    assert values_a_cache_can_show([(0.0, 0.5), (0.6, 1.0), (0.7, 1.2)], 1.0) == 2  # 1.0 - 0.0 counts
 
 
 def raw_request(path: str = "/metrics") -> bytes:
