@@ -86,7 +86,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if hasattr(engine, "device"):  # a GPU engine: the devices that passed warm-up, one worker each
             report.update(device=engine.device, devices=slots(engine, config.cores))
         if beside is not None:  # and the CPU threads beside them (cancel latency: the devices')
-            report["cpu"] = beside.describe()
+            cpu = result.lane_hashes[1]
+            report["cpu"] = {**beside.describe(), "hashes": cpu,
+                             "hash_rate": cpu / result.elapsed_time if result.elapsed_time > 0 else 0.0}
         if stop.signum:
             report["stopped"] = stop.name
         elif args.profile:
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             where = f"{engine.device}" if hasattr(engine, "device") else f"{config.cores} core(s)"
             if beside is not None:
-                where += f" and {beside.count} CPU thread(s) of {beside.engine.name} ({beside.engine.kernel})"
+                where += (f" and {beside.count} CPU thread(s) of {beside.engine.name} ({beside.engine.kernel}, "
+                          f"{report['cpu']['hash_rate'] / 1e6:.3f} M nonces/s of the total)")
             measured = (f"{engine.name} ({engine.kernel}) on {where}: "
                         f"{report['hash_rate'] / 1e6:.3f} M nonces/s ({result.hash_count:,} nonces in "
                         f"{result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s")

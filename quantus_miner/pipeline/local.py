@@ -86,19 +86,20 @@ class ThreadDevice:
 
     rate = None  # the lane's warm-up probe seeds the first chunk instead
 
-    def __init__(self, executor: LocalExecutor, prepared: PreparedJob, engine: Engine,
-                 limiter: trio.CapacityLimiter | None = None):
+    def __init__(self, executor: LocalExecutor, prepared: PreparedJob, engine: Engine, lane: int = 0):
         self.executor = executor
         self.prepared = prepared
         self.engine = engine  # the lane's, or a device's own (an engine with `for_slot`, such as a GPU's)
-        self.limiter = limiter if limiter is not None else executor.limiters[0]
+        self.lane = lane  # index into the executor's lanes
 
     def alive(self) -> bool:
         return True
 
     async def search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
-        async with self.limiter:
-            return await trio.to_thread.run_sync(self._search, feed, lo, hi)
+        async with self.executor.limiters[self.lane]:
+            r = await trio.to_thread.run_sync(self._search, feed, lo, hi)
+        self.executor.lane_tested[self.lane] += r.tested  # on the trio thread: exact
+        return r
 
     def _search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
         ex = self.executor
@@ -129,6 +130,7 @@ class LocalExecutor:
         # the engine's lane first: a GPU engine's device slots are slots 0..devices-1 of every job
         self.lanes = [Lane(engine, config.cores, measured_rate), *([beside] if beside is not None else [])]
         self.limiters = [trio.CapacityLimiter(lane.count) for lane in self.lanes]  # concurrent jobs share each
+        self.lane_tested = [0] * len(self.lanes)  # nonces each lane tested, all jobs (bench's split)
         self.busy_s = 0.0  # thread-seconds in kernels, all jobs
         self.cpu_s = 0.0  # CPU seconds those threads got (on a shared machine: what they really ran)
 
@@ -153,7 +155,7 @@ class LocalExecutor:
         request = feed.request
         slots = self.slots(request)
         async with trio.open_nursery() as nursery:
-            for lane, limiter in zip(self.lanes, self.limiters):
+            for index, lane in enumerate(self.lanes):
                 count, slots = min(lane.count, slots), slots - min(lane.count, slots)
                 if count == 0:
                     continue
@@ -164,5 +166,5 @@ class LocalExecutor:
                     # device slots: an engine driving several devices hands slot i its own (`for_slot(i)`)
                     engine = lane.engine.for_slot(slot) if hasattr(lane.engine, "for_slot") else lane.engine
                     sizer = ChunkSizer.start(self.config.progress_chunk_ms, probe=lane.rate)
-                    nursery.start_soon(run_slot, feed, ThreadDevice(self, prepared, engine, limiter), sizer,
+                    nursery.start_soon(run_slot, feed, ThreadDevice(self, prepared, engine, index), sizer,
                                        self.capacity, slot)

@@ -34,6 +34,7 @@ class LocalResult:
     resume_at: int  # lowest nonce not tested: a stopped search resumes here with `--start`
     stopped: bool = False  # the caller's cancel flag ended the search (not a find, the range's end or time)
     cpu_time: float = 0.0  # CPU seconds the worker threads ran (on a shared machine: what they really got)
+    lane_hashes: tuple[int, ...] = ()  # nonces each lane tested: the engine's slots, then CPU threads beside a GPU's
 
 
 def solve(
@@ -91,4 +92,5 @@ async def _solve(config, engine, request, seconds, on_progress, flag, progress_s
     found = Found(snap.nonce, snap.distance) if snap.nonce is not None else None
     resume_at = frontier.resume_point()
     return LocalResult(found, frontier.tested, elapsed, resume_at,
-                       stopped and found is None and resume_at <= request.nonce_end, executor.cpu_s)
+                       stopped and found is None and resume_at <= request.nonce_end, executor.cpu_s,
+                       tuple(executor.lane_tested))

@@ -356,7 +356,7 @@ async def test_mine_and_bench_mix_gpu_and_cpu_threads_end_to_end():
     assert proc.returncode == 0, proc.stderr.decode()
     report = json.loads(proc.stdout)
     assert report["device"] == "CUDA simulator" and report["devices"] == 1 and report["cores"] == 2
-    assert report["cpu"]["engine"] == "cpu-fast" and report["hashes"] > 0
+    assert report["cpu"]["engine"] == "cpu-fast" and 0 < report["cpu"]["hashes"] <= report["hashes"]  # its share
 
 
 # -- PTX and ptxas, with the simulator off (a subprocess) ------------------------------------------------
