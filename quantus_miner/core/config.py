@@ -253,7 +253,7 @@ SETTINGS = (
             "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
     Setting("gpu_devices", "--gpu-devices", "MINER_GPU_DEVICES", _gpu_devices,
             "GPU engines: CUDA devices to mine on, N or all (default all); each is one executor slot, beside "
-            "--cores for CPU engines", ALL | {"worker"}),
+            "the CPU threads of an explicit --cores N", ALL | {"worker"}),
     Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
             "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
