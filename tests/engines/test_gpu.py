@@ -322,6 +322,9 @@ async def test_serve_mixes_a_gpu_and_a_cpu_thread_in_one_job_over_http(start_min
         health = (await miner.client.get("/health")).json()
         assert health["device"] == "CUDA simulator" and health["devices"] == 1
         assert health["cores"] == 2 and health["cpu"]["engine"] == "cpu-fast" and health["cpu"]["threads"] == 1
+        schema = (await miner.client.get("/openapi.json")).json()["components"]["schemas"]["Health"]
+        assert set(health) <= set(schema["properties"])  # the documented /health
+        assert set(health["cpu"]) == set(schema["properties"]["cpu"]["required"])
         # the published vector: 4330 is the range's one valid nonce, whichever slot searches it
         await miner.mine("one", MAX // 5000, start=0x10D0, end=0x10F0)
         body = await miner.wait_status("one", "completed", "failed")
