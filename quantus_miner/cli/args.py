@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..core.config import ConfigError, ServiceConfig, resolve, settings_for
+from ..core.config import CPU_ENGINE_OF_GPU, ConfigError, ServiceConfig, resolve, settings_for
 from ..engines import engine_problem, kernel_problem
 
 
@@ -45,7 +45,9 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
         parser.error(str(exc))
     if problem := engine_problem(config.engine, config.gpu_devices):
         parser.error(f"--engine={config.engine}: {problem}")
-    if problem := kernel_problem(config.engine, config.kernel):
+    # --kernel picks the kernel of the CPU threads beside a GPU engine's devices
+    if problem := kernel_problem(CPU_ENGINE_OF_GPU[config.engine] if config.cpu_threads else config.engine,
+                                 config.kernel):
         parser.error(f"--kernel/MINER_KERNEL={config.kernel!r}: {problem}")
     return config
 

@@ -19,6 +19,7 @@ from ..core.requests import MineRequest
 from ..engines import Engine, get_engine, slots
 from ..service.compose import open_executor, start_pipeline
 from ..engines.base import BENCH_HEADER, new_cancel_flag, prepare_job
+from ..pipeline.local import beside_lane
 from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, positive_float, positive_int, resolve_settings
 from .signals import Interrupted, SignalStop
@@ -50,8 +51,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.profile and not hasattr(engine, "profile"):
             parser.error(f"--profile: engine {engine.name} has no separate halves to measure")
         t0 = time.monotonic()
+        beside = None
         try:
             engine.warm_up()  # cold: compiles the kernels; warm: loads them from the on-disk cache
+            beside = beside_lane(config)  # --cores N with a GPU engine: N CPU threads beside the devices
         except Interrupted:  # before any kernel ran: nothing measured
             warmup_s = time.monotonic() - t0
             result = LocalResult(None, 0, 0.0, 1, stopped=True)
@@ -61,13 +64,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
             # bound 0 (v1 threshold / v2 target) never matches in practice: every nonce of the window is scanned
             result = solve(engine, BENCH_HEADER, 0, 1, qpow.MAX_NONCE, slots(engine, config.cores), seconds=args.seconds,
-                           flag=flag, on_progress=status.update)
+                           flag=flag, on_progress=status.update, beside=beside)
         status.clear()
         latency = None if stop.signum else cancel_latency(engine, stop_flag=flag)
         report = {
             "engine": engine.name,
             "pow": engine.pow,
-            "cores": config.cores,
+            # a GPU engine: its slots, one per device and one per CPU thread beside them (as /health)
+            "cores": slots(engine, config.cores) + (beside.count if beside else 0),
             "seconds": result.elapsed_time,
             "hashes": result.hash_count,
             "hash_rate": result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0,
@@ -81,6 +85,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         }
         if hasattr(engine, "device"):  # a GPU engine: the devices that passed warm-up, one worker each
             report.update(device=engine.device, devices=slots(engine, config.cores))
+        if beside is not None:  # and the CPU threads beside them (cancel latency: the devices')
+            cpu = result.lane_hashes[1]
+            report["cpu"] = {**beside.describe(), "hashes": cpu,
+                             "hash_rate": cpu / result.elapsed_time if result.elapsed_time > 0 else 0.0}
         if stop.signum:
             report["stopped"] = stop.name
         elif args.profile:
@@ -89,6 +97,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(json.dumps(report))
         else:
             where = f"{engine.device}" if hasattr(engine, "device") else f"{config.cores} core(s)"
+            if beside is not None:
+                where += (f" and {beside.count} CPU thread(s) of {beside.engine.name} ({beside.engine.kernel}, "
+                          f"{report['cpu']['hash_rate'] / 1e6:.3f} M nonces/s of the total)")
             measured = (f"{engine.name} ({engine.kernel}) on {where}: "
                         f"{report['hash_rate'] / 1e6:.3f} M nonces/s ({result.hash_count:,} nonces in "
                         f"{result.elapsed_time:.2f} s); warm-up {warmup_s:.2f} s")

@@ -16,6 +16,7 @@ from ..core import protocol, qpow2
 from ..core.config import ConfigError, Pow, check_pow
 from ..engines import get_engine, slots
 from ..engines.base import new_cancel_flag
+from ..pipeline.local import beside_lane
 from ..pipeline.solve import LocalResult, solve
 from .args import add_settings, resolve_settings
 from .signals import Interrupted, SignalStop
@@ -71,15 +72,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     with SignalStop(command="mine") as stop:
         engine = get_engine(config.engine, config.kernel, config.gpu_devices)
+        beside = None
         try:
             engine.warm_up()
+            beside = beside_lane(config)  # --cores N with a GPU engine: N CPU threads beside the devices
         except Interrupted:  # before any kernel ran: stopped with nothing tested
             result = LocalResult(None, 0, 0.0, start, stopped=True)
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
             result = solve(engine, header.to_bytes(32, "big"), bound, start, end, slots(engine, config.cores),
-                           on_progress=progress, flag=flag)
+                           on_progress=progress, flag=flag, beside=beside)
         status.clear()
         found = result.found
         # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex
@@ -92,10 +95,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "hash_count": result.hash_count,
             "elapsed_time": result.elapsed_time,
             "engine": engine.name,
-            "cores": config.cores,
+            # a GPU engine: its slots, one per device and one per CPU thread beside them (as /health)
+            "cores": slots(engine, config.cores) + (beside.count if beside else 0),
         }
         if hasattr(engine, "device"):  # a GPU engine: its devices (each one worker) and kernel
             report.update(device=engine.device, kernel=engine.kernel, devices=slots(engine, config.cores))
+        if beside is not None:  # and the CPU threads beside them
+            report["cpu"] = beside.describe()
         rate = result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0
         if result.stopped:
             report["resume_start"] = format(result.resume_at, "x")

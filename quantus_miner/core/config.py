@@ -20,6 +20,8 @@ import attrs
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENGINE_NAMES = ("cpu-fast", "cpu-baseline", "cpu-fast-v2", "cpu-baseline-v2", "gpu-cuda", "gpu-cuda-v2")  # `engines.get_engine` builds each
 GPU_ENGINES = frozenset({"gpu-cuda", "gpu-cuda-v2"})  # CUDA (the optional `gpu` extra): one executor slot per device
+# The CPU engine of a GPU engine's proof of work: what `--cores N` threads run beside the devices
+CPU_ENGINE_OF_GPU = {"gpu-cuda": "cpu-fast", "gpu-cuda-v2": "cpu-fast-v2"}
 
 
 class Pow(enum.StrEnum):
@@ -99,6 +101,9 @@ class ServiceConfig:
     nthreads: int = attrs.field(factory=lambda: available_cores())  # `worker`: mining threads
     worker_name: str | None = None  # `worker`: the name Dask (and the miner's metrics) know it by
     gpu_devices: int | None = None  # GPU engines: how many CUDA devices (each one executor slot); None: all
+    # GPU engines: CPU threads mining beside the devices (cpu-fast / cpu-fast-v2), from an explicit --cores or
+    # MINER_CORES; 0 (the default, or --cores 0): GPUs only. `cores` then counts the devices' slots.
+    cpu_threads: int = 0
 
 
 def _number(kind: Callable[[str], float], ok: Callable[[float], bool], message: str) -> Callable[[str], float]:
@@ -115,6 +120,7 @@ def _number(kind: Callable[[str], float], ok: Callable[[float], bool], message: 
 INF = float("inf")
 _port = _number(int, lambda v: 0 <= v <= 65535, "must be a port number 0-65535")
 _positive_int = _number(int, lambda v: v >= 1, "must be a positive integer")
+_cores = _number(int, lambda v: v >= 0, "must be a positive integer")  # 0: GPUs only (checked in `resolve`)
 _non_negative_float = _number(float, lambda v: 0 <= v < INF, "must be a number >= 0")
 _retention = _number(float, lambda v: MIN_JOB_RETENTION_S <= v < INF,
                      f"must be a number of seconds >= {MIN_JOB_RETENTION_S:g}")
@@ -205,8 +211,9 @@ SETTINGS = (
             "address to bind (0.0.0.0 for a node on another host; connect: the metrics port's)",
             frozenset({"serve", "connect"})),
     Setting("port", "--port", "MINER_PORT", _port, "API port (0: any free port)"),
-    Setting("cores", "--cores", "MINER_CORES", _positive_int, "worker threads (default: all usable CPUs)",
-            ALL, ("--num-cores",)),
+    Setting("cores", "--cores", "MINER_CORES", _cores,
+            "worker threads (default: all usable CPUs); with a GPU engine: CPU threads mining beside the GPUs "
+            "(default 0: GPUs only)", ALL, ("--num-cores",)),
     Setting("engine", "--engine", "MINER_ENGINE", _choice(ENGINE_NAMES),
             "mining engine (default cpu-fast; connect: cpu-fast-v2)", ALL | {"worker"}),
     Setting("progress_chunk_ms", "--progress-chunk-ms", "MINER_PROGRESS_CHUNK_MS", _positive_int,
@@ -246,7 +253,7 @@ SETTINGS = (
             "mining threads of this worker (default: all usable CPUs)", frozenset({"worker"})),
     Setting("gpu_devices", "--gpu-devices", "MINER_GPU_DEVICES", _gpu_devices,
             "GPU engines: CUDA devices to mine on, N or all (default all); each is one executor slot, beside "
-            "--cores for CPU engines", ALL | {"worker"}),
+            "the CPU threads of an explicit --cores N", ALL | {"worker"}),
     Setting("worker_name", "--name", "MINER_WORKER_NAME", _name,
             "this worker's name in Dask and in the miner's metrics (default: its address)", frozenset({"worker"})),
 )
@@ -278,6 +285,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
     """Flag beats env beats default; raise ConfigError naming the flag or env var at fault."""
     env = os.environ if env is None else env
     values = dict(COMMAND_DEFAULTS.get(command, {}))
+    sources: dict[str, str] = {}
     for s in settings_for(command):
         raw, source = flags.get(s.name), s.flag
         if raw is None and env.get(s.env, "") != "":
@@ -286,6 +294,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
             continue
         try:
             values[s.name] = s.parse(str(raw))
+            sources[s.name] = f"{source}={raw!r}"
         except ValueError as exc:
             detail = str(exc) if str(exc).startswith("must") else "has the wrong format"
             raise ConfigError(f"{source}={raw!r} {detail}") from None
@@ -293,6 +302,11 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str] | None = None,
         if values.get(name) is None:
             s = next(s for s in SETTINGS if s.name == name)
             raise ConfigError(f"{s.flag} (or {s.env}) is required")
+    if "cores" in values and values.get("engine", "cpu-fast") in GPU_ENGINES:
+        # a GPU engine's slots are its devices; an explicit --cores adds that many CPU threads beside them
+        values["cpu_threads"] = values.pop("cores")
+    elif values.get("cores") == 0:
+        raise ConfigError(f"{sources['cores']} must be a positive integer (0, GPUs only, needs a GPU engine)")
     config = ServiceConfig(**values)
     check_pow(config.engine, POWS_OF_COMMAND.get(command, tuple(Pow)), command)
     return config

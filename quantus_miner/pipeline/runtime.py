@@ -46,6 +46,8 @@ class RuntimeStatistics:
     ended: dict = attrs.field(factory=dict)  # (engine, end status) -> jobs, since start
     started_at: float = 0.0  # wall-clock time.time() the runtime was made (counters' `_created`)
     device: str | None = None  # a GPU engine: its devices in words
+    devices: int = 0  # a GPU engine: its devices in use (one slot each)
+    beside: dict | None = None  # CPU threads mining beside a GPU engine's devices: engine, kernel, threads
 
 
 @attrs.define
@@ -160,7 +162,8 @@ class MinerRuntime:
                                  len(self._table.running()), len(self._table), self.hashes,
                                  self.jobs_completed, self.jobs_ended, self.executor.health(),
                                  dict(self._ended), self.started_at,
-                                 getattr(self.engine, "device", None))
+                                 getattr(self.engine, "device", None), len(getattr(self.engine, "devices", ())),
+                                 beside.describe() if (beside := getattr(self.executor, "beside", None)) else None)
 
     def frontier(self, job_id: str) -> Frontier | None:
         """The cursor of `job_id` while its executor runs it (its `resume_point()`: where a stopped search resumes)."""
@@ -170,15 +173,16 @@ class MinerRuntime:
     def device_rates(self) -> list[tuple[str, str, float]]:
         """A GPU engine's devices as (label, name, nonces/s summed over running jobs' workers on it); else [].
 
-        Worker w of a job runs on device w mod the device count (`GpuEngine.for_slot`): bounded by the devices.
+        Worker w < the device count of a job runs on device w (`GpuEngine.for_slot`; `LocalExecutor` starts the
+        device slots first); later workers are CPU threads beside them. Bounded by the devices.
         """
         devices = getattr(self.engine, "devices", None) or []
         rates = [0.0] * len(devices)
         for snap in self.snapshots() if devices else ():
             if snap.status is JobStatus.RUNNING:
                 for w in snap.workers:
-                    if w.rate is not None and not w.finished:
-                        rates[w.worker % len(devices)] += w.rate
+                    if w.rate is not None and not w.finished and w.worker < len(devices):
+                        rates[w.worker] += w.rate
         return [(f"gpu{d.index}", d.label, rate) for d, rate in zip(devices, rates)]
 
     async def wait_settled(self, job_id: str) -> None:

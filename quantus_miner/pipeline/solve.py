@@ -18,7 +18,7 @@ from ..core.jobs import JobStatus
 from ..core.outcomes import Found
 from ..core.requests import MineRequest
 from ..engines.base import Engine, measure_rate, new_cancel_flag
-from .local import LocalExecutor
+from .local import Lane, LocalExecutor
 from .runtime import MinerRuntime
 
 LOCAL_CHUNK_MS = 100  # mine/bench chunks: keeps progress lively and a deadline prompt
@@ -34,6 +34,7 @@ class LocalResult:
     resume_at: int  # lowest nonce not tested: a stopped search resumes here with `--start`
     stopped: bool = False  # the caller's cancel flag ended the search (not a find, the range's end or time)
     cpu_time: float = 0.0  # CPU seconds the worker threads ran (on a shared machine: what they really got)
+    lane_hashes: tuple[int, ...] = ()  # nonces each lane tested: the engine's slots, then CPU threads beside a GPU's
 
 
 def solve(
@@ -49,23 +50,26 @@ def solve(
     flag: np.ndarray | None = None,
     progress_s: float = 0.25,
     measured_rate: float | None = None,
+    beside: Lane | None = None,
 ) -> LocalResult:
     """Search [start, end] on `cores` threads until a valid nonce, exhaustion, `seconds` or `flag`.
 
     `bound` is the v1 threshold or the v2 target, as the engine's proof of work reads it. Everything
     below `resume_at` was tested. Setting `flag[0] = 1` (e.g. from a signal handler) stops every
-    kernel within milliseconds. `on_progress(tested, elapsed)` runs every `progress_s`.
+    kernel within milliseconds. `on_progress(tested, elapsed)` runs every `progress_s`. `beside`: CPU threads
+    mining beside a GPU engine's `cores` devices (`local.beside_lane`), from the same cursor.
     """
     flag = new_cancel_flag() if flag is None else flag
     config = ServiceConfig(cores=cores, progress_chunk_ms=LOCAL_CHUNK_MS, max_jobs=1)
     return trio.run(_solve, config, engine, MineRequest("solve", header, bound, start, end), seconds, on_progress,
-                    flag, progress_s, measured_rate)
+                    flag, progress_s, measured_rate, beside)
 
 
-async def _solve(config, engine, request, seconds, on_progress, flag, progress_s, measured_rate) -> LocalResult:
+async def _solve(config, engine, request, seconds, on_progress, flag, progress_s, measured_rate,
+                 beside) -> LocalResult:
     if measured_rate is None:  # sizes the first chunks: a slow engine shows progress within ~progress_s
         measured_rate = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
-    executor = LocalExecutor(config, engine, measured_rate=measured_rate)
+    executor = LocalExecutor(config, engine, measured_rate=measured_rate, beside=beside)
     async with trio.open_nursery() as nursery:
         runtime = await nursery.start(MinerRuntime(config, engine, executor=executor).run)
         t0 = time.monotonic()
@@ -90,4 +94,5 @@ async def _solve(config, engine, request, seconds, on_progress, flag, progress_s
     found = Found(snap.nonce, snap.distance) if snap.nonce is not None else None
     resume_at = frontier.resume_point()
     return LocalResult(found, frontier.tested, elapsed, resume_at,
-                       stopped and found is None and resume_at <= request.nonce_end, executor.cpu_s)
+                       stopped and found is None and resume_at <= request.nonce_end, executor.cpu_s,
+                       tuple(executor.lane_tested))

@@ -132,8 +132,11 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
         stats = runtime.statistics()
         body = {"status": "ok", "engine": stats.engine, "kernel": stats.kernel, "cores": stats.cores,
                 "version": __version__, "active_jobs": stats.active_jobs}
-        if stats.device is not None:  # a GPU engine: its devices (cores then counts them, one slot each)
-            body["device"] = stats.device
+        if stats.device is not None:  # a GPU engine: its devices (cores then counts the slots: one per device,
+            body["device"] = stats.device  # and one per CPU thread beside them)
+            body["devices"] = stats.devices
+        if stats.beside is not None:  # CPU threads beside the GPUs: {"engine", "kernel", "threads"}
+            body["cpu"] = stats.beside
         if stats.cluster is not None:  # cluster mode: scheduler, connected, workers, threads
             body["cluster"] = stats.cluster
         return json_response(body)

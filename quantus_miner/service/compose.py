@@ -19,6 +19,7 @@ from ..cluster.executor import ClusterExecutor
 from ..core.config import ServiceConfig
 from ..engines import Engine, get_engine, slots
 from ..engines.base import measure_rate
+from ..pipeline.local import Lane, LocalExecutor, beside_lane
 from ..pipeline.runtime import MinerRuntime
 from .metrics import MinerMetrics
 
@@ -31,9 +32,10 @@ def describe(config: ServiceConfig) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
 
 
-async def start_engine(config: ServiceConfig) -> tuple[Engine, float, ServiceConfig]:
-    """The configured engine, warmed (kernels compiled or loaded), its one-thread probe rate, and the
-    configuration to run with (a GPU engine: `cores` = its devices, one executor slot each)."""
+async def start_engine(config: ServiceConfig) -> tuple[Engine, float, ServiceConfig, Lane | None]:
+    """The configured engine, warmed (kernels compiled or loaded), its one-thread probe rate, the
+    configuration to run with (a GPU engine: `cores` = its devices, one executor slot each), and the CPU
+    lane beside a GPU engine's devices (an explicit `--cores N`: N threads of cpu-fast / cpu-fast-v2)."""
     log.info("configuration: %s", describe(config))
     # Job set-up (Miller-Rabin in Python) runs in threads that hold the GIL; a short switch
     # interval hands it back to the event loop quickly, keeping the node's polls fast.
@@ -43,7 +45,11 @@ async def start_engine(config: ServiceConfig) -> tuple[Engine, float, ServiceCon
     await trio.to_thread.run_sync(engine.warm_up, abandon_on_cancel=True)
     config = attrs.evolve(config, cores=slots(engine, config.cores))  # a GPU engine: one slot per device
     probe = await trio.to_thread.run_sync(measure_rate, engine, abandon_on_cancel=True)
-    return engine, probe, config
+    beside = await trio.to_thread.run_sync(beside_lane, config, abandon_on_cancel=True)
+    if beside is not None:
+        log.info("%d CPU thread(s) of %s (%s) mine beside the GPU(s); probe %.0f nonces/s on one core",
+                 beside.count, beside.engine.name, beside.engine.kernel, beside.rate)
+    return engine, probe, config, beside
 
 
 async def open_executor(config: ServiceConfig, engine: Engine, probe: float | None,
@@ -63,13 +69,18 @@ async def open_executor(config: ServiceConfig, engine: Engine, probe: float | No
 
 
 async def start_pipeline(nursery: trio.Nursery, config: ServiceConfig, engine: Engine, probe: float | None,
-                         executor: ClusterExecutor | None, registry: CollectorRegistry
+                         executor: ClusterExecutor | None, registry: CollectorRegistry, beside: Lane | None = None
                          ) -> tuple[MinerRuntime, MinerMetrics]:
-    """Start the executor and the runtime in `nursery`, with metrics that read them at scrape time."""
+    """Start the executor and the runtime in `nursery`, with metrics that read them at scrape time.
+
+    No cluster: this machine's threads (`LocalExecutor`), with `beside`'s CPU threads next to a GPU engine's devices.
+    """
     metrics = MinerMetrics(registry)
     if executor is not None:
         await nursery.start(executor.run)
         metrics.observe_cluster(executor.stats)
+    else:
+        executor = LocalExecutor(config, engine, measured_rate=probe, beside=beside)
     runtime = MinerRuntime(config, engine, measured_rate=probe, clock=time.monotonic, executor=executor)
     await nursery.start(runtime.run)
     metrics.observe(runtime)
@@ -82,6 +93,10 @@ def where(config: ServiceConfig, runtime: MinerRuntime) -> str:
     """Where the miner mines, for the ready line."""
     if config.cluster is not None:
         return f"the Dask cluster at {config.cluster} ({runtime.executor.capacity()} thread(s) now)"
-    return getattr(runtime.engine, "device", None) or f"{runtime.config.cores} core(s)"
+    if (device := getattr(runtime.engine, "device", None)) is None:
+        return f"{runtime.config.cores} core(s)"
+    beside = getattr(runtime.executor, "beside", None)
+    return device if beside is None else \
+        f"{device} and {beside.count} CPU thread(s) of {beside.engine.name} ({beside.engine.kernel})"
 
 

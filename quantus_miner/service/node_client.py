@@ -122,7 +122,7 @@ async def connect_miner(
         raise ValueError("connect needs node_addr, auth_token_file and tls_cert_sha256_file")
     token = tls.read_token_file(config.auth_token_file)
     pin = tls.read_pin_file(config.tls_cert_sha256_file)
-    engine, rate, config = await start_engine(config)
+    engine, rate, config, beside = await start_engine(config)
     registry = registry if registry is not None else CollectorRegistry()
     metrics_config = (hypercorn_config(config.host, config.metrics_port, config.idle_timeout_s)
                       if config.metrics_port is not None else None)
@@ -130,7 +130,7 @@ async def connect_miner(
     executor = await open_executor(config, engine, rate, (metrics_sockets,))
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        runtime, metrics = await start_pipeline(nursery, config, engine, rate, executor, registry)
+        runtime, metrics = await start_pipeline(nursery, config, engine, rate, executor, registry, beside)
         metrics_url = None
         if metrics_sockets is not None:
             metrics_url = await serve_metrics(nursery, config, metrics, metrics_config, metrics_sockets)

@@ -115,7 +115,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
     `speed_windows` are the speed line's windows and `speed_sample_s` its sampling period, in seconds
     (tests shorten them).
     """
-    engine, probe, config = await start_engine(config)
+    engine, probe, config, beside = await start_engine(config)
     registry = registry if registry is not None else CollectorRegistry()
     _, fd_limit = raise_fd_limit()
     api_guard = ConnectionGuard("API", connection_cap(config.max_connections, fd_limit, METRICS_MAX_CONNECTIONS),
@@ -135,7 +135,7 @@ async def serve_miner(config: ServiceConfig, *, registry: CollectorRegistry | No
         raise
     executor = await open_executor(config, engine, probe, (api_sockets, metrics_sockets))
     async with trio.open_nursery() as nursery:
-        runtime, metrics = await start_pipeline(nursery, config, engine, probe, executor, registry)
+        runtime, metrics = await start_pipeline(nursery, config, engine, probe, executor, registry, beside)
         app = create_app(runtime, metrics)
         await nursery.start(partial(serve_http, QuietApp(wrap_app(app, None, "asgi")), api_config,
                                     api_sockets, api_guard))

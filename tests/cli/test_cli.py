@@ -30,6 +30,7 @@ from ..support import MAX, free_port, mine_body, run
     (["--kernel", "avx9"], {}, "--kernel='avx9' must be one of auto, ifma8, avx2x8, lanes8, v2-avx512, v2-avx2, v2-lanes8"),
     (["--max-connections", "0"], {}, "--max-connections='0' must be an integer 1-65536"),
     ([], {"MINER_IDLE_TIMEOUT_S": "0"}, "MINER_IDLE_TIMEOUT_S='0' must be a number of seconds 0.1-3600"),
+    (["--cores", "0"], {}, "--cores='0' must be a positive integer (0, GPUs only, needs a GPU engine)"),
 ])
 async def test_invalid_configuration_exits_2_with_a_clear_message(args, env, message):
     result = await run("serve", *args, env=env)
@@ -45,6 +46,17 @@ async def test_every_command_validates_the_kernel_like_any_setting(command, args
     assert "--kernel MINER_KERNEL" in result.stdout.decode()
     result = await run(command, *args, env={"MINER_KERNEL": "bogus"})
     assert result.returncode == 2 and "MINER_KERNEL='bogus' must be one of auto, ifma8, avx2x8, lanes8, v2-avx512, v2-avx2, v2-lanes8" in result.stderr.decode()
+
+
+def test_cores_beside_a_gpu_engine_are_cpu_threads_given_explicitly_else_none():
+    # a GPU engine mines on its devices only, as before, unless --cores / MINER_CORES names CPU threads to add
+    assert resolve({"engine": "gpu-cuda"}, {}, command="mine").cpu_threads == 0
+    assert resolve({"engine": "gpu-cuda", "cores": "0"}, {}, command="mine").cpu_threads == 0
+    assert resolve({"engine": "gpu-cuda-v2"}, {"MINER_CORES": "3"}, command="bench").cpu_threads == 3
+    assert resolve({"engine": "gpu-cuda", "cores": "2"}, {"MINER_CORES": "3"}).cpu_threads == 2
+    assert resolve({"cores": "2"}, {}).cores == 2 and resolve({"cores": "2"}, {}).cpu_threads == 0
+    with pytest.raises(ConfigError, match=r"^MINER_CORES='0' must be a positive integer \(0, GPUs only"):
+        resolve({}, {"MINER_CORES": "0"}, command="bench")
 
 
 def test_flag_beats_env_beats_default():

@@ -137,6 +137,87 @@ def test_an_executor_slot_is_pinned_to_one_device():
     assert slot.search(job, 7410, 7420, new_cancel_flag()).found.nonce == 7414
 
 
+# -- GPUs and CPU threads in one job -----------------------------------------------------------------
+
+_cpu: dict[str, object] = {}
+
+
+def cpu_lane(gpu_name: str, threads: int = 1):
+    """The CPU lane `--cores threads` adds beside `gpu_name`'s devices (its engine warmed once per module)."""
+    from quantus_miner.core.config import CPU_ENGINE_OF_GPU
+    from quantus_miner.pipeline.local import Lane
+
+    name = CPU_ENGINE_OF_GPU[gpu_name]
+    if name not in _cpu:
+        _cpu[name] = get_engine(name)
+        _cpu[name].warm_up()
+    return Lane(_cpu[name], threads, 1e6)
+
+
+def mixed_runtime(gpu_name: str, threads: int = 1, chunk_ms: int = 20):
+    from quantus_miner.core.config import ServiceConfig
+    from quantus_miner.pipeline.local import LocalExecutor
+    from quantus_miner.pipeline.runtime import MinerRuntime
+
+    e = engine(gpu_name)
+    config = ServiceConfig(cores=len(e.devices), progress_chunk_ms=chunk_ms, max_jobs=2)
+    return MinerRuntime(config, e, executor=LocalExecutor(config, e, measured_rate=100.0,
+                                                          beside=cpu_lane(gpu_name, threads)))
+
+
+async def run_mixed(runtime, request):
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        runtime.submit(request)
+        with trio.fail_after(120):
+            await runtime.wait_ended(request.job_id)
+            await runtime.wait_settled(request.job_id)
+        nursery.cancel_scope.cancel()
+    return runtime.result(request.job_id)
+
+
+@pytest.mark.parametrize("name, bound, lo, hi, want", [
+    ("gpu-cuda", MAX // 5000, 0x10D0, 0x10F0, 4330),  # the published vectors: the range's one valid nonce
+    ("gpu-cuda-v2", qpow2.target_of(5000), 0x1CF0, 0x1D00, 7414),
+])
+def test_a_mixed_job_finds_what_the_reference_and_a_cpu_only_job_find(name, bound, lo, hi, want):
+    from quantus_miner.pipeline.solve import solve
+
+    e, lane = engine(name), cpu_lane(name)
+    assert [k for k in range(lo, hi + 1) if e.valid(bytes(32), bound, k)] == [want]  # the reference
+    mixed = solve(e, bytes(32), bound, lo, hi, len(e.devices), beside=lane)
+    cpu_only = solve(lane.engine, bytes(32), bound, lo, hi, 1)
+    assert mixed.found == cpu_only.found == e.verify(bytes(32), bound, want)
+    assert want - lo + 1 <= mixed.hash_count <= hi - lo + 1
+
+
+@pytest.mark.parametrize("name", ["gpu-cuda", "gpu-cuda-v2"])
+async def test_a_mixed_job_counts_every_nonce_once_across_device_and_cpu_slots(name):
+    # bound 0: nothing valid; the device slot and the CPU slot share the one cursor to exhaustion
+    from quantus_miner.core.requests import MineRequest
+
+    runtime = mixed_runtime(name)
+    snap = await run_mixed(runtime, MineRequest("x", bytes(32), 0, 2**64 - 40, 2**64 + 2999))
+    assert snap.status == "failed" and snap.hash_count == 3040  # exact: no nonce twice, none skipped
+    device, cpu = snap.workers  # slot 0 is the device, slot 1 the CPU thread
+    assert device.hashes > 0 and cpu.hashes > 0 and device.hashes + cpu.hashes == 3040
+    assert runtime.statistics().beside == {"engine": cpu_lane(name).engine.name,
+                                           "kernel": cpu_lane(name).engine.kernel, "threads": 1}
+    assert runtime.statistics().cores == 2 and runtime.statistics().devices == 1
+
+
+async def test_every_find_of_a_mixed_job_is_the_first_valid_nonce_of_its_chunk_and_verified():
+    # every nonce but 0 valid: whichever slot reports first wins, as with CPU threads alone, and its
+    # nonce is the lowest of the chunk it searched (the device's or the CPU thread's first chunk)
+    from quantus_miner.core.requests import MineRequest
+
+    runtime = mixed_runtime("gpu-cuda-v2")
+    snap = await run_mixed(runtime, MineRequest("all", bytes(32), qpow2.MAX_U512, 0, 10**6))
+    assert snap.status == "completed" and qpow2.is_valid(bytes(32), snap.nonce, target=qpow2.MAX_U512)
+    # the device's first chunk is [0, 1] (2 nonces: 20 ms at its probe of 100/s), the CPU thread's starts at 2
+    assert snap.nonce in (1, 2)
+
+
 # -- through the commands ------------------------------------------------------------------------
 
 
@@ -200,6 +281,85 @@ async def test_serve_with_gpu_cuda_reports_the_device_in_health_and_per_device_m
         assert 'miner_device_info{device="gpu0",kernel="cuda-mont32-keccak",name="CUDA simulator"} 1.0' in text
         await miner.client.post("/cancel/gpu-job")
         await miner.wait_status("gpu-job", "cancelled")
+
+
+async def test_cancel_reaches_the_device_and_the_cpu_thread_of_a_mixed_job_mid_chunk(monkeypatch):
+    from quantus_miner.core.requests import MineRequest
+    from quantus_miner.pipeline.local import ThreadDevice
+
+    entered, returned = set(), {}  # instruments our own thread device: which slots run, when each chunk returned
+    search = ThreadDevice._search
+
+    def recorded(self, feed, lo, hi):
+        entered.add(self.engine.name)
+        r = search(self, feed, lo, hi)
+        returned[self.engine.name] = (time.monotonic(), r.cancelled)
+        return r
+
+    monkeypatch.setattr(ThreadDevice, "_search", recorded)
+    runtime = mixed_runtime("gpu-cuda", chunk_ms=5000)  # chunks of seconds: the cancel comes mid-chunk
+    dev = engine("gpu-cuda").devices[0]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        runtime.submit(MineRequest("c", bytes(32), 0, 1, MAX))
+        with trio.fail_after(60):
+            while entered != {"gpu-cuda", "cpu-fast"}:  # both slots are searching their first chunk
+                await trio.sleep(0.01)
+            await trio.sleep(0.1)
+            t0 = time.monotonic()
+            runtime.cancel("c")
+            await runtime.wait_settled("c")
+        nursery.cancel_scope.cancel()
+    assert returned["cpu-fast"][1] and returned["gpu-cuda"][1]  # both chunks were cut short by the flag
+    assert returned["cpu-fast"][0] - t0 < 0.1  # CPU kernels poll the flag every few thousand nonces
+    # the device stops between launches: within one (a simulator launch here; LAUNCH_S, 25 ms, on a GPU)
+    assert returned["gpu-cuda"][0] - t0 < 0.1 + dev.launch_size() / dev.rate
+
+
+async def test_serve_mixes_a_gpu_and_a_cpu_thread_in_one_job_over_http(start_miner):
+    with trio.fail_after(120):
+        miner = await start_miner(engine="gpu-cuda", cores=1, cpu_threads=1, progress_chunk_ms=20)
+        health = (await miner.client.get("/health")).json()
+        assert health["device"] == "CUDA simulator" and health["devices"] == 1
+        assert health["cores"] == 2 and health["cpu"]["engine"] == "cpu-fast" and health["cpu"]["threads"] == 1
+        schema = (await miner.client.get("/openapi.json")).json()["components"]["schemas"]["Health"]
+        assert set(health) <= set(schema["properties"])  # the documented /health
+        assert set(health["cpu"]) == set(schema["properties"]["cpu"]["required"])
+        # the published vector: 4330 is the range's one valid nonce, whichever slot searches it
+        await miner.mine("one", MAX // 5000, start=0x10D0, end=0x10F0)
+        body = await miner.wait_status("one", "completed", "failed")
+        assert body["status"] == "completed" and int(body["nonce"], 16) == 4330
+        await miner.mine("never", 0)  # never found: both slots mine until cancelled
+        text = ""
+        while 'thread_id="1"' not in text or 'miner_device_hash_rate{device="gpu0"} 0.0' in text or \
+                "miner_device_hash_rate{" not in text:
+            await trio.sleep(0.05)
+            text = await miner.scrape()
+        assert 'miner_thread_hash_rate{engine="gpu-cuda",job_id="never",thread_id="0"}' in text  # the device
+        assert 'miner_thread_hash_rate{engine="gpu-cuda",job_id="never",thread_id="1"}' in text  # the CPU thread
+        device_rate = float(text.split('miner_device_hash_rate{device="gpu0"} ')[1].split()[0])
+        cpu_rate = float(text.split('miner_thread_hash_rate{engine="gpu-cuda",job_id="never",thread_id="1"} ')[1]
+                         .split()[0])
+        assert 0 < device_rate < cpu_rate  # the CPU thread's rate is not the (simulated) device's
+        await miner.client.post("/cancel/never")
+        assert (await miner.result("never"))["status"] == "cancelled"  # at once, every slot's flag set
+        await miner.runtime.wait_settled("never")  # and every slot returned (the device within one launch)
+
+
+async def test_mine_and_bench_mix_gpu_and_cpu_threads_end_to_end():
+    proc = await run("mine", "--engine", "gpu-cuda-v2", "--cores", "1", "--header", ZERO_HEADER, "--difficulty",
+                     "5000", "--start", "1cf0", "--end", "1d00", "--json", "--quiet", timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert report["status"] == "completed" and int(report["nonce"], 16) == 7414
+    assert report["devices"] == 1 and report["cores"] == 2
+    assert report["cpu"]["engine"] == "cpu-fast-v2" and report["cpu"]["threads"] == 1
+    proc = await run("bench", "--engine", "gpu-cuda", "--cores", "1", "--seconds", "0.5", "--json", "--quiet",
+                     timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert report["device"] == "CUDA simulator" and report["devices"] == 1 and report["cores"] == 2
+    assert report["cpu"]["engine"] == "cpu-fast" and 0 < report["cpu"]["hashes"] <= report["hashes"]  # its share
 
 
 # -- PTX and ptxas, with the simulator off (a subprocess) ------------------------------------------------
