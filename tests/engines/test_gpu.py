@@ -188,7 +188,8 @@ def test_a_mixed_job_finds_what_the_reference_and_a_cpu_only_job_find(name, boun
     mixed = solve(e, bytes(32), bound, lo, hi, len(e.devices), beside=lane)
     cpu_only = solve(lane.engine, bytes(32), bound, lo, hi, 1)
     assert mixed.found == cpu_only.found == e.verify(bytes(32), bound, want)
-    assert want - lo + 1 <= mixed.hash_count <= hi - lo + 1
+    # counted: the chunks reported before the find (a slot still searching an earlier chunk is cut off)
+    assert 1 <= mixed.hash_count <= hi - lo + 1
 
 
 @pytest.mark.parametrize("name", ["gpu-cuda", "gpu-cuda-v2"])
