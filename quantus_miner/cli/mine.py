@@ -14,6 +14,7 @@ import sys
 
 from ..core import protocol, qpow2
 from ..core.config import ConfigError, Pow, check_pow
+from ..core.results import Result
 from ..engines import get_engine, slots
 from ..engines.base import new_cancel_flag
 from ..pipeline.solve import LocalResult, solve
@@ -84,16 +85,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         found = result.found
         # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex
         key = "hash" if v2 else "distance"
-        report = {
-            "status": "completed" if found else "stopped" if result.stopped else "failed",
-            "nonce": protocol.nonce_hex(found.nonce) if found else None,
-            "work": protocol.work_hex(found.nonce) if found else None,
-            key: protocol.work_hex(found.distance) if found else None,
-            "hash_count": result.hash_count,
-            "elapsed_time": result.elapsed_time,
-            "engine": engine.name,
-            "cores": config.cores,
-        }
+        outcome = Result("completed" if found else "stopped" if result.stopped else "failed",
+                         found and found.nonce, result.hash_count, result.elapsed_time, found and found.distance)
+        report = outcome.fields(None, distance_key=key) | {"engine": engine.name, "cores": config.cores}
         if hasattr(engine, "device"):  # a GPU engine: its devices (each one worker) and kernel
             report.update(device=engine.device, kernel=engine.kernel, devices=slots(engine, config.cores))
         rate = result.hash_count / result.elapsed_time if result.elapsed_time > 0 else 0.0

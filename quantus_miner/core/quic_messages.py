@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from .qpow import MAX_U512
+from .results import Result
 
 MAX_PAYLOAD = 1024
 MESSAGE_TYPES = frozenset({"Ready", "NewJob", "JobResult"})
@@ -313,16 +314,7 @@ class JobResult:
         >>> JobResult("completed", "17", 0x2a, 5, 0.5).to_msg()["JobResult"]["nonce"]
         '2a'
         """
-        return {
-            "JobResult": {
-                "status": self.status,
-                "job_id": self.job_id,
-                "nonce": None if self.nonce is None else format(self.nonce, "x"),
-                "work": None if self.work is None else self.work.hex(),
-                "hash_count": self.hash_count,
-                "elapsed_time": self.elapsed_time,
-            }
-        }
+        return {"JobResult": Result(self.status, self.nonce, self.hash_count, self.elapsed_time).fields(self.job_id)}
 
     @classmethod
     def from_msg(cls, msg: dict[str, Any]) -> JobResult:

@@ -19,6 +19,7 @@ import trio
 
 from ..core.quic_messages import (FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id,
                                   unanswerable)
+from ..core.results import Result
 from .transport import ALPN, ConnectError, ConnectionClosed, PinMismatch, QuicStreamConnection, connect
 
 log = logging.getLogger("quantus_miner.quic.client")
@@ -30,14 +31,7 @@ class AuthFailed(Exception):
     """The node closed with an auth reason ("auth failed" / "auth timeout"). Permanent."""
 
 
-@attrs.frozen
-class JobOutcome:
-    """What the mining engine reports for one job."""
-
-    status: str = "completed"  # "completed" with a nonce; "failed"/"error"/... otherwise
-    nonce: int | None = None
-    hash_count: int = 0
-    elapsed_time: float = 0.0
+JobOutcome = Result  # what the mining engine reports for one job: the core result model (the id is the job's)
 
 
 OnNewJob = Callable[[NewJob], Awaitable[JobOutcome | None]]

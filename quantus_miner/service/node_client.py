@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry
 
 from ..core import qpow2
 from ..core.config import ServiceConfig
-from ..core.jobs import JobStatus
 from ..core.quic_messages import NewJob, show_id
 from ..core.requests import MineRequest, Refused, usable_job_id
 from ..pipeline.runtime import MinerRuntime
@@ -94,9 +93,7 @@ class NodeMiner:
         snap = self.runtime.result(rid)
         if snap is None:  # forgotten already (retention 0): nothing to report but the fact
             return JobOutcome("error")
-        if snap.status is JobStatus.COMPLETED:
-            return JobOutcome("completed", snap.nonce, snap.hash_count, snap.elapsed_time)
-        return JobOutcome(str(snap.status), None, snap.hash_count, snap.elapsed_time)
+        return JobOutcome.of(snap)
 
 
 @attrs.frozen
