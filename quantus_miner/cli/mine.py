@@ -12,7 +12,8 @@ import json
 import os
 import sys
 
-from ..core import protocol, qpow2
+from ..core import protocol
+from ..core.bounds import Bound, BoundError, parse_u512
 from ..core.config import ConfigError, Pow, check_pow
 from ..core.results import Result
 from ..engines import get_engine, slots
@@ -53,11 +54,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         header = protocol.parse_hex(args.header, length=64, name="--header")
         if v2:
-            if not args.difficulty.isdigit() or int(args.difficulty) == 0 or int(args.difficulty) > qpow2.MAX_U512:
-                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]")
-            bound = qpow2.target_of(int(args.difficulty))
+            try:
+                bound = Bound.difficulty(parse_u512(args.difficulty, least=1))
+            except BoundError:
+                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]") from None
         else:
-            bound = protocol.parse_threshold(args.threshold, name="--threshold")
+            bound = Bound.threshold(protocol.parse_threshold(args.threshold, name="--threshold"))
         start = protocol.parse_hex(args.start.removeprefix("0x"), length=None, max_length=128, name="--start")
         end = protocol.parse_hex(args.end.removeprefix("0x"), length=None, max_length=128, name="--end")
         if start > end:
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, slots(engine, config.cores),
+            result = solve(engine, header.to_bytes(32, "big"), bound.value, start, end, slots(engine, config.cores),
                            on_progress=progress, flag=flag)
         status.clear()
         found = result.found

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from .bounds import BoundError, parse_u512
 from .qpow import MAX_U512
 from .results import Result
 
@@ -37,7 +38,8 @@ JOB_STATUSES = frozenset(
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
-_DECIMAL = re.compile(r"[0-9]{1,155}")  # 2**512 - 1 has 155 digits
+DIFFICULTY_PROBLEM = {"type": "difficulty must be a decimal string", "syntax": "difficulty must be a decimal string",
+                      "low": "difficulty must be > 0", "high": "difficulty exceeds U512"}
 _LEN = struct.Struct(">I")
 
 
@@ -95,26 +97,6 @@ def show_id(job_id: object, limit: int = 64) -> str:
     if len(job_id) <= limit:
         return repr(job_id)
     return f"{job_id[:limit]!r}...({len(job_id)} chars)"
-
-
-def unanswerable(job_id: str) -> str | None:
-    """Why no JobResult can echo `job_id` (None when one can).
-
-    The node matches results by job id, so an answer under another id is ignored; a result that
-    does not fit the 1024-byte frame, or holds a lone surrogate, ends the node's read loop
-    (serde_json refuses both). Checked against the largest result the miner can send.
-
-    >>> unanswerable("17") is None, unanswerable("\\ud800"), unanswerable("\\x01" * 128)
-    (True, 'it holds a lone surrogate (no UTF-8 form)', 'a JobResult echoing it would exceed the 1024-byte frame limit')
-    """
-    widest = JobResult("completed", job_id, MAX_U512, (1 << 64) - 1, 1.7976931348623157e308)
-    try:
-        encode_frame(widest.to_msg())
-    except FrameError as exc:
-        if "surrogate" in str(exc):
-            return "it holds a lone surrogate (no UTF-8 form)"
-        return f"a JobResult echoing it would exceed the {MAX_PAYLOAD}-byte frame limit"
-    return None
 
 
 def message_type(msg: dict[str, Any]) -> str:
@@ -279,14 +261,10 @@ class NewJob:
         mining_hash = body.get("mining_hash")
         if not isinstance(mining_hash, str) or not _HEX64.fullmatch(mining_hash):
             raise JobInputError(job_id, "mining_hash must be 64 hex characters")
-        difficulty = body.get("difficulty")
-        if not isinstance(difficulty, str) or not _DECIMAL.fullmatch(difficulty):
-            raise JobInputError(job_id, "difficulty must be a decimal string")
-        value = int(difficulty)
-        if value == 0:
-            raise JobInputError(job_id, "difficulty must be > 0")
-        if value > MAX_U512:
-            raise JobInputError(job_id, "difficulty exceeds U512")
+        try:
+            value = parse_u512(body.get("difficulty"), least=1)
+        except BoundError as exc:
+            raise JobInputError(job_id, DIFFICULTY_PROBLEM[exc.kind]) from None
         return cls(job_id, bytes.fromhex(mining_hash), value)
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import attrs
 
-from .jobs import JobSnapshot, JobStatus
 from .protocol import nonce_hex, work_hex
 
 
@@ -32,9 +31,9 @@ class Result:
     distance: int | None = None
 
     @classmethod
-    def of(cls, snap: JobSnapshot) -> Result:
-        """A runtime job's result as of `snap` (a nonce only once the job completed)."""
-        completed = snap.status is JobStatus.COMPLETED
+    def of(cls, snap: Any) -> Result:
+        """A runtime job's result as of `snap`, a `jobs.JobSnapshot` (a nonce only once the job completed)."""
+        completed = snap.status == "completed"
         return cls(str(snap.status), snap.nonce if completed else None, snap.hash_count, snap.elapsed_time,
                    snap.distance if completed else None)
 

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ..core.quic_messages import (FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id,
-                                  unanswerable)
+from ..core.job_ids import IdRule, job_id_problem
+from ..core.quic_messages import FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id
 from ..core.results import Result
 from .transport import ALPN, ConnectError, ConnectionClosed, PinMismatch, QuicStreamConnection, connect
 
@@ -189,7 +189,7 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
             except JobInputError as exc:
                 if exc.job_id is None:
                     session.warn("no id", "%s; not answered (no job id to echo)", exc)
-                elif (why := unanswerable(exc.job_id)) is not None:
+                elif (why := job_id_problem(exc.job_id, IdRule.QUIC)) is not None:
                     session.warn(why, "%s; not answered: %s", exc, why)
                 elif answered.repeats(exc.job_id, key := job_key(msg)):
                     await _answer_repeat(conn, exc.job_id, answered, status)
@@ -197,7 +197,7 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                     session.warn(exc.reason, "%s; answering status 'failed'", exc)
                     await _send_result(conn, JobResult("failed", exc.job_id), key, answered, status)
                 continue
-            if (why := unanswerable(job.job_id)) is not None:
+            if (why := job_id_problem(job.job_id, IdRule.QUIC)) is not None:
                 session.warn(why, "skipping job %s: %s, and the node only accepts a result under its own id",
                              show_id(job.job_id), why)
                 status("job_skipped", {"job_id": job.job_id, "reason": why})

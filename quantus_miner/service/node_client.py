@@ -27,10 +27,12 @@ import attrs
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..core import qpow2
+from ..core.bounds import Bound
 from ..core.config import ServiceConfig
+from ..core.job_ids import usable_job_id
+from ..core.qpow import MAX_U512
 from ..core.quic_messages import NewJob, show_id
-from ..core.requests import MineRequest, Refused, usable_job_id
+from ..core.requests import MineRequest, Refused
 from ..pipeline.runtime import MinerRuntime
 from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
@@ -49,7 +51,7 @@ __all__ = ["AuthFailed", "NodeMiner", "PinMismatch", "connect_miner", "mining_re
 def mining_request(job: NewJob, runtime_id: str, rng: random.Random) -> MineRequest:
     """The runtime job for a node job (see the module docstring for the start nonce)."""
     start = rng.randint(1, START_MAX)
-    return MineRequest(runtime_id, job.mining_hash, qpow2.target_of(job.difficulty), start, qpow2.MAX_U512)
+    return MineRequest(runtime_id, job.mining_hash, Bound.difficulty(job.difficulty).value, start, MAX_U512)
 
 
 @attrs.define
