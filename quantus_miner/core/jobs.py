@@ -1,7 +1,7 @@
 """The job state machine and the job table (sans-I/O).
 
 A job is `running` until exactly one transition ends it, with a typed cause (`Ending`): found
-(`completed`), exhausted or failed(reason) (`failed`), cancelled or shutdown (`cancelled`). The
+(`completed`), exhausted or failed(reason) (`failed`), cancelled, replaced or shutdown (`cancelled`). The
 core decides every ending: `Job.apply` turns reports into one, `Ending` maps it to status and
 reason, `JobTable.end` is the transition; the shell only reports events and does the side effects.
 Executors only produce `Progress` values, addressed by the job's serial (a job id may be
@@ -52,14 +52,15 @@ class Cause(enum.Enum):
 
     FOUND = "found"  # a valid nonce (re-verified)
     EXHAUSTED = "exhausted"  # every nonce of the range tested, none valid
-    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC job replaced or its connection gone) or a user
+    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC connection gone) or a user
+    REPLACED = "replaced"  # a QUIC job superseded by the node's next NewJob
     SHUTDOWN = "shutdown"  # the miner stops
     FAILED = "failed"  # a fault: an engine crashed, the cluster's scheduler was lost (the detail says)
 
 
 STATUS_OF = {Cause.FOUND: JobStatus.COMPLETED, Cause.EXHAUSTED: JobStatus.FAILED, Cause.FAILED: JobStatus.FAILED,
-             Cause.CANCELLED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
-REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown"}
+             Cause.CANCELLED: JobStatus.CANCELLED, Cause.REPLACED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
+REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown", Cause.REPLACED: "replaced by a newer job"}
 
 
 @attrs.frozen
@@ -75,6 +76,7 @@ class Ending:
 
     @classmethod
     def failed(cls, reason: str) -> Ending:
+        """A fault's ending, `reason` saying what went wrong."""
         return cls(Cause.FAILED, reason)
 
     @property
@@ -127,6 +129,7 @@ class JobSnapshot:
     rate: float  # sum of live worker EMAs while running, 0 once ended
     workers: tuple[WorkerSnapshot, ...]
     reason: str | None
+    cause: Cause | None = None  # why it ended; None while running
 
 
 @attrs.define
@@ -154,6 +157,7 @@ class Job:
     ended_at: float | None = None
     found: Found | None = None
     reason: str | None = None
+    cause: Cause | None = None
 
     @property
     def job_id(self) -> str:
@@ -214,6 +218,7 @@ class Job:
             rate=rate,
             workers=workers,
             reason=self.reason,
+            cause=self.cause,
         )
 
 
@@ -263,6 +268,7 @@ class JobTable:
         job.status = ending.status
         job.ended_at = now
         job.reason = ending.reason
+        job.cause = ending.cause
         self._finished[job.job_id] = now
         forgotten = []
         while len(self._finished) > self.max_finished:

@@ -131,13 +131,16 @@ class MinerRuntime:
                  slots or self.executor.capacity(), request.nonce_start, request.nonce_end)
         return job.snapshot(job.started_at)
 
-    def cancel(self, job_id: str) -> JobSnapshot | None:
-        """Cancel a running job at once; a finished job keeps its final status. None if unknown."""
+    def cancel(self, job_id: str, cause: Cause = Cause.CANCELLED) -> JobSnapshot | None:
+        """Cancel a running job at once; a finished job keeps its final status. None if unknown.
+
+        `cause`: `Cause.REPLACED` when the node superseded the job (QUIC), else a plain cancel.
+        """
         job = self._table.get(job_id)
         if job is None:
             return None
         if job.running:
-            self._end(job, Ending(Cause.CANCELLED))
+            self._end(job, Ending(cause))
         return job.snapshot(self.clock())
 
     def result(self, job_id: str) -> JobSnapshot | None:

@@ -2,8 +2,9 @@
 
 Plugging in a mining engine: `on_new_job(job)` is awaited in its own trio cancel scope and
 returns a JobOutcome (or None to send nothing). A NewJob replaces the current job at once:
-the client cancels the previous job's scope, then starts the new one. A dropped connection
-cancels the current job as well (the node will resend the current job after reconnecting).
+the client calls `on_replaced(previous job)`, cancels the previous job's scope, then starts the new
+one. A dropped connection cancels the current job as well, without `on_replaced` (the node will
+resend the current job after reconnecting).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ JobOutcome = Result  # what the mining engine reports for one job: the core resu
 
 
 OnNewJob = Callable[[NewJob], Awaitable[JobOutcome | None]]
+OnReplaced = Callable[[NewJob], None]  # told, before its scope is cancelled, that a newer NewJob superseded a job
 StatusHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -104,6 +106,7 @@ async def run_miner_client(
     alpn: str = ALPN,
     on_status: StatusHook | None = None,
     remember_results: int = 1024,
+    on_replaced: OnReplaced | None = None,
 ) -> NoReturn:
     """Run forever, reconnecting with back-off; raises AuthFailed or PinMismatch (permanent).
 
@@ -125,7 +128,7 @@ async def run_miner_client(
                                handshake_timeout=handshake_timeout) as conn:
                 status("connected", {"attempt": attempt})
                 await conn.send(Ready(token).to_msg())  # first message, after the pin check
-                await _serve_jobs(conn, on_new_job, answered, session, status)
+                await _serve_jobs(conn, on_new_job, answered, session, status, on_replaced or (lambda job: None))
         except PinMismatch as exc:
             log.error("%s; not retrying (wrong pin file or not our node)", exc)
             status("stopped", {"reason": str(exc)})
@@ -166,7 +169,7 @@ def _printable(text: str, limit: int = 200) -> str:
 
 
 async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered: _Answered,
-                      session: _Session, status: StatusHook) -> None:
+                      session: _Session, status: StatusHook, on_replaced: OnReplaced) -> None:
     """Handle the node's messages until the connection ends.
 
     Nothing a node sends ends the process from here: every job id is either mined and answered,
@@ -174,15 +177,16 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
     Nothing in here raises (except cancellation), so no ExceptionGroup leaves the nursery.
     """
     async with trio.open_nursery() as nursery:
-        current: trio.CancelScope | None = None
+        current: tuple[trio.CancelScope, NewJob] | None = None
         async for msg in conn:
             kind = message_type(msg)
             if kind != "NewJob":
                 session.warn(kind, "ignoring unexpected %s message(s) from node", kind)
                 continue
             session.jobs_received += 1
-            if current is not None:
-                current.cancel()  # a new job replaces the previous one at once
+            if current is not None:  # a new job replaces the previous one at once
+                on_replaced(current[1])  # first: the job ends as replaced, not as a lost connection
+                current[0].cancel()
                 current = None
             try:
                 job = NewJob.from_msg(msg)
@@ -206,8 +210,8 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                 await _answer_repeat(conn, job.job_id, answered, status)
                 continue
             status("job", {"job_id": job.job_id})
-            current = trio.CancelScope()
-            nursery.start_soon(_mine, conn, job, key, current, on_new_job, answered, status)
+            current = (trio.CancelScope(), job)
+            nursery.start_soon(_mine, conn, job, key, current[0], on_new_job, answered, status)
         if conn.frame_error is not None:
             log.error("closed the connection: malformed frame from node (%s)", conn.frame_error)
         nursery.cancel_scope.cancel()  # connection gone: stop mining the old job
