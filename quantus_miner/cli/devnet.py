@@ -28,7 +28,7 @@ from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..quic import tls
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator, ProtocolError
 from ..cluster.executor import ClusterUnavailable
-from ..service.compose import where
+from ..service.compose import halt_on_signal, where
 from ..service.node_client import connect_miner
 from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
@@ -130,14 +130,7 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
     started: list[MinerRuntime] = []
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
-        def halt() -> None:
-            for runtime in started:
-                runtime.stop_all()  # kernel flags first: threads return within milliseconds
-            nursery.cancel_scope.cancel()
-
-        if stop is not None:
-            token = trio.lowlevel.current_trio_token()
-            stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        halt = halt_on_signal(stop, nursery, lambda: started)
         if args.miner_url:
             task_status.started(None)
             # a remote miner lives on: the simulator cancels its own job when stopped
@@ -190,14 +183,7 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
         if node_port is None:
             node_port = 9833 if no_miner else 0
         async with trio.open_nursery() as nursery:
-            def halt() -> None:
-                for running in started:
-                    running.runtime.stop_all()  # kernel flags first: threads return within milliseconds
-                nursery.cancel_scope.cancel()
-
-            if stop is not None:
-                token = trio.lowlevel.current_trio_token()
-                stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+            halt = halt_on_signal(stop, nursery, lambda: (r.runtime for r in started))
             port = await nursery.start(partial(sim.run, port=node_port))
             if no_miner:
                 print(f"devnet: QUIC node simulator on 127.0.0.1:{port} (UDP), waiting for miners\n"
