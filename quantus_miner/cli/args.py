@@ -11,6 +11,7 @@ from ..engines import engine_problem, kernel_problem
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
     try:
         value = int(text)
     except ValueError:
@@ -21,6 +22,7 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -53,6 +55,7 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
 def setup_logging(level: str) -> None:
     # on a terminal each record first erases the line it lands on: a live status line (devnet's)
     # would otherwise run into it
+    """Log to stderr at `level`, one line per record."""
     clear = "\r\x1b[K" if sys.stderr.isatty() else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format=clear + "%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -34,6 +34,7 @@ log = logging.getLogger("quantus_miner")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `connect` options."""
     add_settings(p, "connect")
 
 
@@ -54,6 +55,7 @@ class Tally:
 
 
 def summary(tally: Tally, running: RunningNodeMiner | None, uptime: float, stopped: str) -> str:
+    """The last line of a `connect` run: jobs, seals, nonces and rate over the uptime."""
     if running is None:
         return f"{stopped} before ready (uptime {duration(uptime)})"
     hashes = running.runtime.statistics().hashes
@@ -76,6 +78,7 @@ async def connect_until_stopped(config: ServiceConfig, stop: SignalStop, tally: 
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `connect` until stopped; the exit status as the module docstring says."""
     config = resolve_settings(args, parser, "connect")
     setup_logging(config.log_level)
     failures: list[BaseException] = []

@@ -41,6 +41,7 @@ log = logging.getLogger("quantus_miner.devnet")
 
 
 def port_number(text: str) -> int:
+    """argparse type: a UDP port, 0 to 65535."""
     try:
         value = int(text)
     except ValueError:
@@ -54,6 +55,7 @@ NO_MINER_DIFFICULTY = 1_000_000  # ~0.5 s for one cpu-fast-v2 core; the chain ad
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `devnet` options."""
     p.add_argument("--network", choices=tuple(NETWORKS), default="2025",
                    help="2025: HTTP node, QPoW v1 (default); 2026: QUIC node (chain v0.10.0), QPoW v2")
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
@@ -95,6 +97,7 @@ class View:
         self.live = out.isatty() and not as_json
 
     def block(self, block: Block, stats: DevnetStats) -> None:
+        """Show one block (a JSON line with --json)."""
         if self.as_json:
             print(json.dumps(block.to_json()), file=self.out, flush=True)
             return
@@ -103,6 +106,7 @@ class View:
         print((CLEAR if self.live else "") + line, file=self.out, flush=True)
 
     def poll(self, stats: DevnetStats) -> None:
+        """Refresh the live status line (a terminal only)."""
         if self.live:
             self.out.write(f"{CLEAR}height {stats.height + 1}  mining at {stats.live_rate / 1e6:.3f} M/s  "
                            f"difficulty {chain.expected_tries(stats.threshold):,.0f} tries  "
@@ -110,6 +114,7 @@ class View:
             self.out.flush()
 
     def summary(self, stats: DevnetStats, nonces: int, elapsed: float, stopped_by: str | None = None) -> None:
+        """Print the run's summary line."""
         mined = sum(b.source == "miner" for b in stats.blocks)
         times = [b.block_time for b in stats.blocks]
         mean = sum(times) / len(times) if times else 0.0
@@ -225,6 +230,7 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `devnet` on the chosen network until --blocks or a signal."""
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
     network = NETWORKS[args.network]

@@ -29,6 +29,7 @@ SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a w
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `mine` options."""
     p.add_argument("--header", required=True, help="32-byte header pre-hash, 64 hex chars")
     p.add_argument("--threshold", default=None, help="QPoW v1: distance threshold, decimal, < 2^512")
     p.add_argument("--difficulty", default=None,
@@ -41,6 +42,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `mine`; the exit status as the module docstring says."""
     if (args.threshold is None) == (args.difficulty is None):
         parser.error("give exactly one of --threshold (QPoW v1) or --difficulty (QPoW v2)")
     v2 = args.difficulty is not None

@@ -28,6 +28,7 @@ log = logging.getLogger("quantus_miner")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `serve` options."""
     add_settings(p, "serve")
 
 
@@ -41,6 +42,7 @@ async def serve_until_stopped(config: ServiceConfig, stop: SignalStop, started: 
 
 
 def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> str:
+    """The last line of a `serve` run: jobs, nonces and rate over the uptime."""
     if runtime is None:
         return f"stopped by {signal_name} before ready (uptime {duration(uptime)})"
     s = runtime.statistics()
@@ -50,6 +52,7 @@ def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> st
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `serve` until a signal: 0 after SIGTERM, 130 after SIGINT, 2 when a port cannot be bound."""
     config = resolve_settings(args, parser, "serve")
     setup_logging(config.log_level)
     failures: list[OSError] = []

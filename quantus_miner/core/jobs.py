@@ -81,10 +81,12 @@ class Ending:
 
     @property
     def status(self) -> JobStatus:
+        """The end status this cause gives."""
         return STATUS_OF[self.cause]
 
     @property
     def reason(self) -> str | None:
+        """The reason shown for the ending (the cause's own, else the detail)."""
         return REASON_OF.get(self.cause, self.detail)
 
 
@@ -161,10 +163,12 @@ class Job:
 
     @property
     def job_id(self) -> str:
+        """The id the job was submitted under."""
         return self.request.job_id
 
     @property
     def running(self) -> bool:
+        """Whether the job has not ended yet."""
         return self.status is JobStatus.RUNNING
 
     @property
@@ -201,6 +205,7 @@ class Job:
         return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:
+        """The job as of `now` (frozen at its end once it ended)."""
         end = self.ended_at if self.ended_at is not None else now
         workers = tuple(
             WorkerSnapshot(i, w.hashes, w.rate, w.reports, w.finished, w.first_report_at, w.last_report_at)
@@ -235,6 +240,7 @@ class JobTable:
     _finished: OrderedDict[str, float] = attrs.field(factory=OrderedDict)  # job_id -> ended_at, oldest first
 
     def add(self, request: MineRequest, engine: str, workers: int, now: float) -> Job:
+        """Add a running job; raise DuplicateJob if the id is held (running or retained)."""
         if request.job_id in self._jobs:
             raise DuplicateJob(f"job {request.job_id} already exists", request.job_id)
         job = Job(request, engine, now, [WorkerState() for _ in range(workers)])
@@ -242,6 +248,7 @@ class JobTable:
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """The job under `job_id` (running or retained), or None."""
         return self._jobs.get(job_id)
 
     def __contains__(self, job_id: str) -> bool:
@@ -254,6 +261,7 @@ class JobTable:
         return len(self._jobs)
 
     def running(self) -> list[Job]:
+        """The jobs not yet ended."""
         return [j for j in self._jobs.values() if j.running]
 
     def recent(self, finished: int) -> list[Job]:

@@ -158,6 +158,7 @@ class FrameDecoder:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes buffered towards the next frame."""
         return len(self._buf)
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
@@ -208,6 +209,7 @@ class Ready:
     token: str
 
     def to_msg(self) -> dict[str, Any]:
+        """The envelope to send."""
         return {"Ready": {"token": self.token}}
 
     @classmethod
@@ -231,6 +233,7 @@ class NewJob:
     difficulty: int
 
     def to_msg(self) -> dict[str, Any]:
+        """The envelope to send (the simulators' side)."""
         return {
             "NewJob": {
                 "job_id": self.job_id,
@@ -285,6 +288,7 @@ class JobResult:
 
     @property
     def work(self) -> bytes | None:
+        """The nonce as 64 big-endian bytes, or None."""
         return None if self.nonce is None else self.nonce.to_bytes(64, "big")
 
     def to_msg(self) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class TooManyJobs(Refused):
 
 
 def parse_mine_request(body: bytes) -> MineRequest:
+    """Parse and validate a `POST /mine` body; raise InvalidRequest with the message the API returns."""
     try:
         doc = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:

@@ -38,11 +38,13 @@ class KernelSpec:
 
     @property
     def label(self) -> str:
+        """The kernel as /health and the logs name it: name, limb width, instruction set."""
         m = self.module
         isa = "avx512ifma" if "avx512ifma" in self.requires else "avx2" if self.requires == ("avx2",) else host_isa()
         return f"{self.name}-{m.LIMB_BITS}bit-{isa}"
 
     def missing(self, features: frozenset[str]) -> list[str]:
+        """The CPU features the kernel needs that `features` lacks."""
         return [f for f in self.requires if f not in features]
 
 
@@ -52,11 +54,13 @@ assert tuple(SPECS) == KERNELS
 
 
 class KernelUnavailable(ValueError):
+    """A kernel named with --kernel that this CPU cannot run."""
     pass
 
 
 @attrs.frozen
 class FastConstants:
+    """A job's constants in the kernel's limbs (Montgomery form)."""
     step: np.ndarray  # m^L * R mod n in the kernel's limbs: Montgomery-multiplying by it steps y by L nonces
     n: np.ndarray
     ninv: np.uint64  # -n^-1 mod 2^LIMB_BITS
@@ -68,6 +72,7 @@ class FastConstants:
 
 @attrs.define
 class FastEngine:
+    """QPoW v1 on Numba kernels (IFMA, AVX2 or portable lanes), the first that passes its self-test."""
     candidates: tuple[KernelSpec, ...]  # in order of preference; warm-up keeps the first that passes
     forced: bool = False
     name: str = "cpu-fast"
@@ -76,6 +81,7 @@ class FastEngine:
 
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
+        """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
         if requested != "auto" and requested not in SPECS:
             raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
         features = host_features() if features is None else features
@@ -114,6 +120,7 @@ class FastEngine:
         return self.spec.module
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
+        """The job's constants in the chosen kernel's limbs."""
         m = self._module()
         n = ctx.n
         radix = 1 << (m.LIMB_BITS * m.LIMBS)
@@ -129,6 +136,7 @@ class FastEngine:
         return PreparedJob(ctx, threshold, constants)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """Scan [start, end] with the kernel, polling `flag`; exact counts, a re-verified nonce."""
         c: FastConstants = job.constants
         tested = 0
         if start == 0:  # never valid; counted so a range's tested total equals its size

@@ -58,6 +58,7 @@ def _felts(chunk32: bytes) -> np.ndarray:
 
 @attrs.frozen
 class V2Context:
+    """A QPoW v2 job as the kernels take it: header state after block 0 and the target in words."""
     header: bytes
     header_state: np.ndarray  # sponge state after block 0, computed by the kernel
     target_hi: np.ndarray  # target >> 256, 4 big-endian words
@@ -99,15 +100,19 @@ class V2KernelSpec:
     requires: tuple[str, ...] = ()
 
     def missing(self, features: frozenset[str]) -> list[str]:
+        """The CPU features the kernel needs that `features` lacks."""
         return [f for f in self.requires if f not in features]
 
     def scan_segment(self, *args):
+        """Run the kernel's scan over one segment."""
         return getattr(self.module, self.scan)(*args)
 
     def permute_many(self, state: np.ndarray, rounds: int) -> None:
+        """Run `rounds` permutations in place (for `bench --profile`)."""
         getattr(self.module, self.permute)(state, rounds)
 
     def absorb_block(self, state: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Absorb one block into the sponge state with this kernel."""
         return getattr(self.module, self.absorb)(state, block)
 
 
@@ -123,12 +128,14 @@ assert tuple(SPECS) == V2_KERNELS
 
 
 class KernelUnavailable(ValueError):
+    """A kernel named with --kernel that this CPU cannot run."""
     pass
 
 
 @attrs.define
 class FastV2Engine:
     # in order of preference; warm-up keeps the first that passes (default: the portable scalar kernel)
+    """QPoW v2 (Poseidon2) on Numba kernels, the first that passes its self-test."""
     candidates: tuple[V2KernelSpec, ...] = (SPECS["v2-lanes8"],)
     forced: bool = False
     name: str = "cpu-fast-v2"
@@ -137,6 +144,7 @@ class FastV2Engine:
 
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastV2Engine:
+        """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
         if requested != "auto" and requested not in SPECS:
             raise ValueError(f"unknown kernel {requested!r} for cpu-fast-v2 (choose from auto, {', '.join(SPECS)})")
         features = host_features() if features is None else features
@@ -158,6 +166,7 @@ class FastV2Engine:
         return self.spec
 
     def prepare(self, header: bytes, target: int) -> PreparedJob:
+        """The job's header state and target as the chosen kernel takes them."""
         return PreparedJob(prepare_context(header, target, self._spec().absorb_block), target)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:

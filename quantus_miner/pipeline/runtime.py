@@ -58,6 +58,7 @@ class JobShell:
 
     @property
     def serial(self) -> int:
+        """The job's serial (where its progress lands)."""
         return self.feed.serial
 
 
@@ -144,6 +145,7 @@ class MinerRuntime:
         return job.snapshot(self.clock())
 
     def result(self, job_id: str) -> JobSnapshot | None:
+        """The job under `job_id` as of now, or None if unknown or forgotten."""
         job = self._table.get(job_id)
         return job.snapshot(self.clock()) if job is not None else None
 
@@ -159,6 +161,7 @@ class MinerRuntime:
         return [job.snapshot(now) for job in self._table.recent(self.config.metrics_finished_jobs)]
 
     def statistics(self) -> RuntimeStatistics:
+        """The runtime's figures since start (the metrics, /health and the speed line read them)."""
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.executor.capacity(),
                                  len(self._table.running()), len(self._table), self.hashes,
                                  self.jobs_completed, self.jobs_ended, self.executor.health(),

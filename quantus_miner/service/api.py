@@ -27,10 +27,12 @@ MINE_RESULT = {InvalidRequest: "invalid", DuplicateJob: "duplicate", TooManyJobs
 
 
 def json_response(body: dict, status: int = 200) -> Response:
+    """A JSON response."""
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 def error_response(status: int, message: str, job_id: str = "") -> Response:
+    """The API's JSON error shape."""
     return json_response({"status": "error", "job_id": job_id, "message": message}, status)
 
 
@@ -45,6 +47,7 @@ def route_template(rule: str) -> str:
 
 
 def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
+    """The HTTP API (docs/protocol.md) over `runtime`, counting requests in `metrics`."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False

@@ -35,7 +35,8 @@ class Stopper(Protocol):
 
     name: str | None
 
-    def arm(self, on_signal: Callable[[int], None]) -> None: ...
+    def arm(self, on_signal: Callable[[int], None]) -> None:
+        """From now on the first signal calls `on_signal(signum)`."""
 
 
 def describe(config: ServiceConfig) -> str:

@@ -111,6 +111,7 @@ class NodeMiner:
 
 @attrs.frozen
 class RunningNodeMiner:
+    """What `connect_miner` hands back once ready."""
     metrics_url: str | None
     runtime: MinerRuntime
     registry: CollectorRegistry
