@@ -9,7 +9,6 @@ passes at warm-up on this host; a kernel that fails is skipped with a logged war
 
 from __future__ import annotations
 
-import logging
 import time
 from types import ModuleType
 
@@ -17,14 +16,13 @@ import attrs
 import numpy as np
 from ..core import qpow
 from ..core.config import V1_KERNELS
-from ..core.outcomes import ChunkOutcome, ConsensusError, verified
+from ..core.outcomes import ChunkOutcome, verified
 from . import avx2, ifma, kernels, limbs
 from .base import BENCH_HEADER, PreparedJob
-from .isa import host_features, host_isa
+from .isa import KernelUnavailable, first_passing, host_features, host_isa, kernels_for
 
 KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
-log = logging.getLogger("quantus_miner")
 
 
 @attrs.frozen
@@ -53,11 +51,6 @@ SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "avx2x8": KernelSpec
 assert tuple(SPECS) == KERNELS
 
 
-class KernelUnavailable(ValueError):
-    """A kernel named with --kernel that this CPU cannot run."""
-    pass
-
-
 @attrs.frozen
 class FastConstants:
     """A job's constants in the kernel's limbs (Montgomery form)."""
@@ -82,15 +75,9 @@ class FastEngine:
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
         """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
-        if requested != "auto" and requested not in SPECS:
-            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
-        features = host_features() if features is None else features
-        if requested != "auto":
-            spec = SPECS[requested]
-            if missing := spec.missing(features):
-                raise KernelUnavailable(f"kernel {requested} needs {', '.join(missing)}, which this host lacks")
-            return cls((spec,), forced=True)
-        return cls(tuple(s for s in SPECS.values() if not s.missing(features)))
+        unknown = f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})"
+        candidates, forced = kernels_for(SPECS, requested, features, unknown)
+        return cls(candidates, forced=forced)
 
     @property
     def kernel(self) -> str:
@@ -101,18 +88,7 @@ class FastEngine:
         """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
         if self.spec is not None:
             return
-        for spec in self.candidates:
-            try:
-                failure = self_test(spec)
-            except Exception as exc:  # a kernel that cannot even build here is a failed kernel
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure is None:
-                self.spec = spec
-                return
-            if self.forced:
-                raise ConsensusError(f"kernel {spec.name} failed its self-test on this host: {failure}")
-            log.warning("kernel %s failed its self-test on this host (%s); trying the next kernel", spec.name, failure)
-        raise ConsensusError("no cpu-fast kernel passed its self-test on this host")
+        self.spec = first_passing("cpu-fast", self.candidates, self.forced, self_test)
 
     def _module(self) -> ModuleType:
         if self.spec is None:

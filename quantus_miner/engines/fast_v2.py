@@ -20,7 +20,6 @@ known-answer self-test passes at warm-up on this host; `--kernel` forces one.
 
 from __future__ import annotations
 
-import logging
 import time
 from types import ModuleType
 
@@ -29,14 +28,13 @@ import numpy as np
 
 from ..core import qpow2
 from ..core.config import V2_KERNELS
-from ..core.outcomes import ChunkOutcome, ConsensusError, verified_v2
+from ..core.outcomes import ChunkOutcome, verified_v2
 from . import kernels_v2 as kernels
 from . import poseidon2_vec
 from .base import BENCH_HEADER, PreparedJob, new_cancel_flag
 from .baseline_v2 import check_range
-from .isa import host_features
+from .isa import KernelUnavailable, first_passing, host_features, kernels_for
 
-log = logging.getLogger("quantus_miner")
 
 LOW_MASK = (1 << 256) - 1
 MAX_NONCES_PER_CALL = 1 << 62  # the kernel counts in int64
@@ -127,15 +125,11 @@ SPECS = {
 assert tuple(SPECS) == V2_KERNELS
 
 
-class KernelUnavailable(ValueError):
-    """A kernel named with --kernel that this CPU cannot run."""
-    pass
-
-
 @attrs.define
 class FastV2Engine:
-    # in order of preference; warm-up keeps the first that passes (default: the portable scalar kernel)
     """QPoW v2 (Poseidon2) on Numba kernels, the first that passes its self-test."""
+
+    # in order of preference; warm-up keeps the first that passes (default: the portable scalar kernel)
     candidates: tuple[V2KernelSpec, ...] = (SPECS["v2-lanes8"],)
     forced: bool = False
     name: str = "cpu-fast-v2"
@@ -145,15 +139,9 @@ class FastV2Engine:
     @classmethod
     def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastV2Engine:
         """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
-        if requested != "auto" and requested not in SPECS:
-            raise ValueError(f"unknown kernel {requested!r} for cpu-fast-v2 (choose from auto, {', '.join(SPECS)})")
-        features = host_features() if features is None else features
-        if requested != "auto":
-            spec = SPECS[requested]
-            if missing := spec.missing(features):
-                raise KernelUnavailable(f"kernel {requested} needs {', '.join(missing)}, which this host lacks")
-            return cls((spec,), forced=True)
-        return cls(tuple(s for s in SPECS.values() if not s.missing(features)))
+        unknown = f"unknown kernel {requested!r} for cpu-fast-v2 (choose from auto, {', '.join(SPECS)})"
+        candidates, forced = kernels_for(SPECS, requested, features, unknown)
+        return cls(candidates, forced=forced)
 
     @property
     def kernel(self) -> str:
@@ -199,18 +187,7 @@ class FastV2Engine:
         """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
         if self.spec is not None:
             return
-        for spec in self.candidates:
-            try:
-                failure = self_test(spec)
-            except Exception as exc:  # a kernel that cannot even build here is a failed kernel
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure is None:
-                self.spec = spec
-                return
-            if self.forced:
-                raise ConsensusError(f"kernel {spec.name} failed its self-test on this host: {failure}")
-            log.warning("kernel %s failed its self-test on this host (%s); trying the next kernel", spec.name, failure)
-        raise ConsensusError("no cpu-fast-v2 kernel passed its self-test on this host")
+        self.spec = first_passing("cpu-fast-v2", self.candidates, self.forced, self_test)
 
     def profile(self, seconds: float = 1.0) -> dict[str, float]:
         """Per CPU-second of one thread, no chunking: `permutation_rate` (8-lane permutations alone, counted per
