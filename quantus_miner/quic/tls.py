@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -189,19 +190,20 @@ def _read(path: str | os.PathLike, what: str) -> str:
         raise CredentialError(f"{what} file {os.fspath(path)!r} is not UTF-8 text") from None
 
 
-def read_pin_file(path: str | os.PathLike) -> str:
-    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`, in any usual form."""
-    text = _read(path, "certificate pin")
+def _read_checked(path: str | os.PathLike, what: str, check: Callable[[str], str]) -> str:
+    """`check` of the file's trimmed text; its CredentialError names the file."""
+    text = _read(path, what)
     try:
-        return parse_pin(text)
+        return check(text)
     except CredentialError as exc:
         raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None
+
+
+def read_pin_file(path: str | os.PathLike) -> str:
+    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`, in any usual form."""
+    return _read_checked(path, "certificate pin", parse_pin)
 
 
 def read_token_file(path: str | os.PathLike) -> str:
     """The auth token from `miner-auth-token`: the file trimmed, as the node reads it."""
-    text = _read(path, "auth token")
-    try:
-        return check_token(text)
-    except CredentialError as exc:
-        raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None
+    return _read_checked(path, "auth token", check_token)
