@@ -19,7 +19,7 @@ from ..core.config import V1_KERNELS
 from ..core.outcomes import ChunkOutcome, verified
 from . import avx2, ifma, kernels, limbs
 from .base import BENCH_HEADER, PreparedJob
-from .isa import KernelUnavailable, first_passing, host_features, host_isa, kernels_for
+from .isa import KernelChoice, KernelUnavailable, host_features, host_isa
 
 KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
@@ -64,40 +64,23 @@ class FastConstants:
 
 
 @attrs.define
-class FastEngine:
+class FastEngine(KernelChoice):
     """QPoW v1 on Numba kernels (IFMA, AVX2 or portable lanes), the first that passes its self-test."""
-    candidates: tuple[KernelSpec, ...]  # in order of preference; warm-up keeps the first that passes
+
+    SPECS = SPECS
+    # in order of preference; warm-up keeps the first that passes
+    candidates: tuple[KernelSpec, ...]
     forced: bool = False
     name: str = "cpu-fast"
     pow: str = "v1"
     spec: KernelSpec | None = None  # the kernel in use, set by warm-up
 
-    @classmethod
-    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
-        """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
-        unknown = f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})"
-        candidates, forced = kernels_for(SPECS, requested, features, unknown)
-        return cls(candidates, forced=forced)
-
-    @property
-    def kernel(self) -> str:
-        """The kernel in use (before warm-up: the one warm-up will try first)."""
-        return (self.spec or self.candidates[0]).label
-
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
-        if self.spec is not None:
-            return
-        self.spec = first_passing("cpu-fast", self.candidates, self.forced, self_test)
-
-    def _module(self) -> ModuleType:
-        if self.spec is None:
-            self.warm_up()
-        return self.spec.module
+    def _self_test(self, spec: KernelSpec) -> str | None:
+        return self_test(spec)
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
         """The job's constants in the chosen kernel's limbs."""
-        m = self._module()
+        m = self._chosen().module
         n = ctx.n
         radix = 1 << (m.LIMB_BITS * m.LIMBS)
         constants = FastConstants(
@@ -135,7 +118,7 @@ class FastEngine:
 
     def _initial_y(self, ctx: qpow.JobContext, start: int) -> np.ndarray:
         """Lane l holds m^(h + start + l) mod n: one exponentiation, then multiplications by m."""
-        m = self._module()
+        m = self._chosen().module
         values = [pow(ctx.m, ctx.h + start, ctx.n)]
         for _ in range(m.L - 1):
             values.append(values[-1] * ctx.m % ctx.n)
@@ -149,7 +132,7 @@ class FastEngine:
         """
         c: FastConstants = job.constants
         ctx = job.ctx
-        m = self._module()
+        m = self._chosen().module
         lanes = m.L
         size = end - start + 1
         steps = -(-size // lanes)
@@ -178,7 +161,7 @@ class FastEngine:
         """
         job = self.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
         c: FastConstants = job.constants
-        m = self._module()
+        m = self._chosen().module
         y = self._initial_y(job.ctx, 1)
         st = limbs.aligned_words(m.SCRATCH_WORDS)
         out = np.zeros(2, dtype=np.int64)

@@ -33,7 +33,7 @@ from . import kernels_v2 as kernels
 from . import poseidon2_vec
 from .base import BENCH_HEADER, PreparedJob, new_cancel_flag
 from .baseline_v2 import check_range
-from .isa import KernelUnavailable, first_passing, host_features, kernels_for
+from .isa import KernelChoice, KernelUnavailable, host_features
 
 
 LOW_MASK = (1 << 256) - 1
@@ -126,8 +126,11 @@ assert tuple(SPECS) == V2_KERNELS
 
 
 @attrs.define
-class FastV2Engine:
+class FastV2Engine(KernelChoice):
     """QPoW v2 (Poseidon2) on Numba kernels, the first that passes its self-test."""
+
+    SPECS = SPECS
+    UNKNOWN_FOR = " for cpu-fast-v2"
 
     # in order of preference; warm-up keeps the first that passes (default: the portable scalar kernel)
     candidates: tuple[V2KernelSpec, ...] = (SPECS["v2-lanes8"],)
@@ -136,32 +139,18 @@ class FastV2Engine:
     pow: str = "v2"
     spec: V2KernelSpec | None = None  # the kernel in use, set by warm-up
 
-    @classmethod
-    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastV2Engine:
-        """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
-        unknown = f"unknown kernel {requested!r} for cpu-fast-v2 (choose from auto, {', '.join(SPECS)})"
-        candidates, forced = kernels_for(SPECS, requested, features, unknown)
-        return cls(candidates, forced=forced)
-
-    @property
-    def kernel(self) -> str:
-        """The kernel in use (before warm-up: the one warm-up will try first)."""
-        return (self.spec or self.candidates[0]).label
-
-    def _spec(self) -> V2KernelSpec:
-        if self.spec is None:
-            self.warm_up()
-        return self.spec
+    def _self_test(self, spec: V2KernelSpec) -> str | None:
+        return self_test(spec)
 
     def prepare(self, header: bytes, target: int) -> PreparedJob:
         """The job's header state and target as the chosen kernel takes them."""
-        return PreparedJob(prepare_context(header, target, self._spec().absorb_block), target)
+        return PreparedJob(prepare_context(header, target, self._chosen().absorb_block), target)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
         """Scan [start, end] upward; the first valid nonce, or all tested, or cancelled."""
         check_range(start, end)
         ctx: V2Context = job.ctx
-        spec = self._spec()
+        spec = self._chosen()
         tested, cursor = 0, start
         while cursor <= end:
             # one kernel call per 2^256-aligned segment: the midstate changes with the high half
@@ -183,17 +172,12 @@ class FastV2Engine:
             cursor = last + 1
         return ChunkOutcome(tested)
 
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
-        if self.spec is not None:
-            return
-        self.spec = first_passing("cpu-fast-v2", self.candidates, self.forced, self_test)
 
     def profile(self, seconds: float = 1.0) -> dict[str, float]:
         """Per CPU-second of one thread, no chunking: `permutation_rate` (8-lane permutations alone, counted per
         lane) and `kernel_rate` (nonces of the scan kernel itself at target 0, about 2 permutations each).
         Each runs about `seconds`."""
-        spec = self._spec()
+        spec = self._chosen()
         ctx = prepare_context(BENCH_HEADER, 0, spec.absorb_block)
         mid = nonce_midstate(ctx, 0, spec.absorb_block)
         low = _limbs_le(1)

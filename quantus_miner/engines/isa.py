@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from numba.core import codegen as numba_codegen
 from numba.core import config as numba_config
@@ -74,4 +74,38 @@ def first_passing(engine: str, candidates: tuple[Any, ...], forced: bool, self_t
     raise ConsensusError(f"no {engine} kernel passed its self-test on this host")
 
 
-__all__ = ["KernelUnavailable", "first_passing", "host_features", "host_isa", "kernels_for"]
+class KernelChoice:
+    """A CPU engine's kernel choice, mixed into the engine class: `for_host`, `kernel`, `warm_up`.
+
+    The class sets `SPECS` (the kernels by name, fastest first) and `_self_test(spec)`; an engine holds
+    `name`, `candidates`, `forced` and `spec` (the kernel in use, set by warm-up).
+    """
+
+    SPECS: ClassVar[Mapping[str, Any]]
+    UNKNOWN_FOR: ClassVar[str] = ""  # names the engine in the unknown-kernel message
+
+    @classmethod
+    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None):
+        """The engine with the kernels this CPU can run (`requested`: one by name, or auto)."""
+        unknown = f"unknown kernel {requested!r}{cls.UNKNOWN_FOR} (choose from auto, {', '.join(cls.SPECS)})"
+        candidates, forced = kernels_for(cls.SPECS, requested, features, unknown)
+        return cls(candidates, forced=forced)
+
+    @property
+    def kernel(self) -> str:
+        """The kernel in use (before warm-up: the one warm-up will try first)."""
+        return (self.spec or self.candidates[0]).label
+
+    def warm_up(self) -> None:
+        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
+        if self.spec is None:
+            self.spec = first_passing(self.name, self.candidates, self.forced, self._self_test)
+
+    def _chosen(self):
+        """The kernel in use, warming up first if needed."""
+        if self.spec is None:
+            self.warm_up()
+        return self.spec
+
+
+__all__ = ["KernelChoice", "KernelUnavailable", "first_passing", "host_features", "host_isa", "kernels_for"]
