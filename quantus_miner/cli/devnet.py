@@ -32,25 +32,12 @@ from ..service.compose import halt_on_signal, where
 from ..service.node_client import connect_miner
 from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
-from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
+from .args import add_settings, port_number, positive_float, positive_int, resolve_settings, setup_logging
 from .signals import SignalStop
 from .status import CLEAR
 
 
 log = logging.getLogger("quantus_miner.devnet")
-
-
-def port_number(text: str) -> int:
-    """argparse type: a UDP port, 0 to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return value
-
-
 NO_MINER_DIFFICULTY = 1_000_000  # ~0.5 s for one cpu-fast-v2 core; the chain adjusts from there
 
 

@@ -9,7 +9,6 @@ passes at warm-up on this host; a kernel that fails is skipped with a logged war
 
 from __future__ import annotations
 
-import time
 from types import ModuleType
 
 import attrs
@@ -18,7 +17,7 @@ from ..core import qpow
 from ..core.config import V1_KERNELS
 from ..core.outcomes import ChunkOutcome, verified
 from . import avx2, ifma, kernels, limbs
-from .base import BENCH_HEADER, PreparedJob
+from .base import BENCH_HEADER, PreparedJob, steps_per_cpu_second
 from .isa import KernelChoice, KernelUnavailable, host_features, host_isa
 
 KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
@@ -172,7 +171,7 @@ class FastEngine(KernelChoice):
             "kernel_rate": lambda steps: m.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold,
                                                       steps, flag, st, out),
         }
-        return {name: m.L * _steps_per_second(run, seconds) for name, run in halves.items()}
+        return {name: m.L * steps_per_cpu_second(run, seconds, first=256) for name, run in halves.items()}
 
 
 def self_test(spec: KernelSpec) -> str | None:
@@ -208,21 +207,3 @@ def self_test(spec: KernelSpec) -> str | None:
         if got != expected:
             return f"range [{lo}, {hi}] at threshold {threshold:#x}: got {got}, expected {expected}"
     return None
-
-
-def _steps_per_second(run, seconds: float) -> float:
-    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
-    of this thread (CPU time, not wall time: on a shared machine the neighbours' load does not count)."""
-    steps = 256
-    run(steps)  # compile or load, and warm the caches
-    while True:
-        t0 = time.thread_time()
-        run(steps)
-        dt = time.thread_time() - t0
-        if dt >= seconds / 4:
-            break
-        steps *= 4
-    steps = max(steps, int(steps * seconds / dt))
-    t0 = time.thread_time()
-    run(steps)
-    return steps / (time.thread_time() - t0)

@@ -20,7 +20,6 @@ known-answer self-test passes at warm-up on this host; `--kernel` forces one.
 
 from __future__ import annotations
 
-import time
 from types import ModuleType
 
 import attrs
@@ -31,7 +30,7 @@ from ..core.config import V2_KERNELS
 from ..core.outcomes import ChunkOutcome, verified_v2
 from . import kernels_v2 as kernels
 from . import poseidon2_vec
-from .base import BENCH_HEADER, PreparedJob, new_cancel_flag
+from .base import BENCH_HEADER, PreparedJob, new_cancel_flag, steps_per_cpu_second
 from .baseline_v2 import check_range
 from .isa import KernelChoice, KernelUnavailable, host_features
 
@@ -225,21 +224,3 @@ def self_test(spec: V2KernelSpec) -> str | None:
         if got != expected:
             return f"range [{lo}, {hi}] at target {target:#x}: got {got}, expected {expected}"
     return None
-
-
-def steps_per_cpu_second(run, seconds: float) -> float:
-    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
-    of this thread (CPU time: on a shared machine the neighbours' load does not count)."""
-    steps = 16
-    run(steps)  # compile or load, and warm the caches
-    while True:
-        t0 = time.thread_time()
-        run(steps)
-        dt = time.thread_time() - t0
-        if dt >= seconds / 4:
-            break
-        steps *= 4
-    steps = max(steps, int(steps * seconds / dt))
-    t0 = time.thread_time()
-    run(steps)
-    return steps / (time.thread_time() - t0)
