@@ -12,6 +12,7 @@ import attrs
 
 from .job_ids import IdRule, job_id_problem, usable_job_id
 from .protocol import parse_hex, parse_threshold
+
 FIELDS = ("job_id", "mining_hash", "distance_threshold", "nonce_start", "nonce_end")
 
 
