@@ -169,3 +169,25 @@ def test_the_512_bit_bound_is_assigned_once():
              if isinstance(node, ast.Assign) and ast.unparse(node.value).replace(" ", "") in
              {x.replace(" ", "") for x in pattern}]
     assert sites == ["core/qpow.py:" + sites[0].split(":")[1]] and len(sites) == 1, sites
+
+
+
+def undocumented_in(tree: ast.AST, prefix: str = "") -> list[str]:
+    """`line name` of each public class and function (methods too) of `tree` without a docstring."""
+    missing = []
+    for n in ast.iter_child_nodes(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith("_"):
+            if ast.get_docstring(n) is None:
+                missing.append(f"{n.lineno} {prefix}{n.name}")
+            if isinstance(n, ast.ClassDef):
+                missing += undocumented_in(n, f"{prefix}{n.name}.")
+    return missing
+
+
+def test_the_core_and_the_service_document_every_public_definition():
+    # issue 18: the sans-I/O core and the service shell (the runtime's front ends) are read first
+    missing = [f"{p.relative_to(PACKAGE)}:{m}" for p in FILES if layer(module_name(p)) in ("core", "service")
+               for m in undocumented_in(ast.parse(p.read_text()))]
+    assert missing == []
+    # the checker can fail
+    assert undocumented_in(ast.parse("class A:\n    def f(self): pass\n    def _g(self): pass\n")) == ["1 A", "2 A.f"]

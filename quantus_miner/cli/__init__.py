@@ -30,6 +30,7 @@ COMMANDS = {  # name -> one-line help; the module `cli.<name>` has add_args(pars
 
 
 def command_module(name: str):
+    """The module of command `name`, imported when the command runs (not at start)."""
     return importlib.import_module(f"{__name__}.{name}")
 
 

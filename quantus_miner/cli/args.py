@@ -5,29 +5,30 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from ..core.config import CPU_ENGINE_OF_GPU, ConfigError, ServiceConfig, resolve, settings_for
 from ..engines import engine_problem, kernel_problem
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def arg_type(kind: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: `kind` of the text when it passes `ok`, else "expected <expected>, got '<text>'"."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):  # NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+positive_int = arg_type(int, lambda v: v >= 1, "a positive integer")
+positive_float = arg_type(float, lambda v: 0 < v < float("inf"), "a positive number")
+port_number = arg_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
 def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
@@ -55,6 +56,7 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
 def setup_logging(level: str) -> None:
     # on a terminal each record first erases the line it lands on: a live status line (devnet's)
     # would otherwise run into it
+    """Log to stderr at `level`, one line per record."""
     clear = "\r\x1b[K" if sys.stderr.isatty() else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format=clear + "%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,7 @@ from .status import StatusLine
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `bench` options."""
     add_settings(p, "bench")
     p.add_argument("--seconds", type=positive_float, default=5.0, help="measuring time after warm-up")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -42,6 +43,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `bench`: the engine's rate and cancel latency on this machine, or the cluster's with --cluster."""
     config = resolve_settings(args, parser, "bench")
     if config.cluster is not None:
         return run_cluster(args, config)
@@ -173,6 +175,7 @@ def run_cluster(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 
 async def cluster_bench(config: ServiceConfig, seconds: float, nonces: int | None) -> dict:
+    """Measure the Dask cluster: `seconds` of mining, or nonces 1..`nonces` to exhaustion (exact count)."""
     engine = get_engine(config.engine, config.kernel)  # names the workers' engine; nothing runs here
     executor = await open_executor(config, engine, None)  # raised plainly (not in a group): exit 2
     async with trio.open_nursery() as nursery:

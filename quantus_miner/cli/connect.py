@@ -23,6 +23,7 @@ from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
 from ..quic.tls import CredentialError
+from ..service.compose import halt_on_signal
 from ..service.node_client import AuthFailed, PinMismatch, RunningNodeMiner, connect_miner
 from ..service.server import BindError
 from .args import add_settings, resolve_settings, setup_logging
@@ -33,6 +34,7 @@ log = logging.getLogger("quantus_miner")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `connect` options."""
     add_settings(p, "connect")
 
 
@@ -53,6 +55,7 @@ class Tally:
 
 
 def summary(tally: Tally, running: RunningNodeMiner | None, uptime: float, stopped: str) -> str:
+    """The last line of a `connect` run: jobs, seals, nonces and rate over the uptime."""
     if running is None:
         return f"{stopped} before ready (uptime {duration(uptime)})"
     hashes = running.runtime.statistics().hashes
@@ -64,15 +67,8 @@ def summary(tally: Tally, running: RunningNodeMiner | None, uptime: float, stopp
 async def connect_until_stopped(config: ServiceConfig, stop: SignalStop, tally: Tally,
                                 started: list[RunningNodeMiner]) -> None:
     """Mine until `stop` sees a signal; the running miner, once ready, is appended to `started`."""
-    token = trio.lowlevel.current_trio_token()
     async with trio.open_nursery() as nursery:
-        def halt() -> None:
-            log.info("%s: cancelling the job and shutting down (again: exit at once)", stop.name)
-            for running in started:
-                running.runtime.stop_all()  # kernel flags first: threads return within milliseconds
-            nursery.cancel_scope.cancel()
-
-        stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        halt_on_signal(stop, nursery, lambda: (r.runtime for r in started), "cancelling the job and shutting down")
 
         async def mine(task_status=trio.TASK_STATUS_IGNORED) -> None:
             await connect_miner(config, on_status=tally, task_status=task_status)
@@ -82,6 +78,7 @@ async def connect_until_stopped(config: ServiceConfig, stop: SignalStop, tally: 
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `connect` until stopped; the exit status as the module docstring says."""
     config = resolve_settings(args, parser, "connect")
     setup_logging(config.log_level)
     failures: list[BaseException] = []

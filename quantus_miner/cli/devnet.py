@@ -28,32 +28,21 @@ from ..devnet.quic_node import ChainBlock, NodeSim, mine_chain
 from ..quic import tls
 from ..devnet.simulator import Block, DevnetStats, NodeSimulator, ProtocolError
 from ..cluster.executor import ClusterUnavailable
-from ..service.compose import where
+from ..service.compose import halt_on_signal, where
 from ..service.node_client import connect_miner
 from ..pipeline.runtime import MinerRuntime
 from ..service.server import BindError, serve_miner
-from .args import add_settings, positive_float, positive_int, resolve_settings, setup_logging
+from .args import add_settings, port_number, positive_float, positive_int, resolve_settings, setup_logging
 from .signals import SignalStop
 from .status import CLEAR
 
 
 log = logging.getLogger("quantus_miner.devnet")
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return value
-
-
 NO_MINER_DIFFICULTY = 1_000_000  # ~0.5 s for one cpu-fast-v2 core; the chain adjusts from there
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `devnet` options."""
     p.add_argument("--network", choices=tuple(NETWORKS), default="2025",
                    help="2025: HTTP node, QPoW v1 (default); 2026: QUIC node (chain v0.10.0), QPoW v2")
     p.add_argument("--blocks", type=positive_int, default=None, help="stop after N blocks (default: run until Ctrl-C)")
@@ -95,6 +84,7 @@ class View:
         self.live = out.isatty() and not as_json
 
     def block(self, block: Block, stats: DevnetStats) -> None:
+        """Show one block (a JSON line with --json)."""
         if self.as_json:
             print(json.dumps(block.to_json()), file=self.out, flush=True)
             return
@@ -103,6 +93,7 @@ class View:
         print((CLEAR if self.live else "") + line, file=self.out, flush=True)
 
     def poll(self, stats: DevnetStats) -> None:
+        """Refresh the live status line (a terminal only)."""
         if self.live:
             self.out.write(f"{CLEAR}height {stats.height + 1}  mining at {stats.live_rate / 1e6:.3f} M/s  "
                            f"difficulty {chain.expected_tries(stats.threshold):,.0f} tries  "
@@ -110,6 +101,7 @@ class View:
             self.out.flush()
 
     def summary(self, stats: DevnetStats, nonces: int, elapsed: float, stopped_by: str | None = None) -> None:
+        """Print the run's summary line."""
         mined = sum(b.source == "miner" for b in stats.blocks)
         times = [b.block_time for b in stats.blocks]
         mean = sum(times) / len(times) if times else 0.0
@@ -130,14 +122,7 @@ async def run_devnet(args: argparse.Namespace, config: ServiceConfig, stop: Sign
     started: list[MinerRuntime] = []
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
-        def halt() -> None:
-            for runtime in started:
-                runtime.stop_all()  # kernel flags first: threads return within milliseconds
-            nursery.cancel_scope.cancel()
-
-        if stop is not None:
-            token = trio.lowlevel.current_trio_token()
-            stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        halt = halt_on_signal(stop, nursery, lambda: started)
         if args.miner_url:
             task_status.started(None)
             # a remote miner lives on: the simulator cancels its own job when stopped
@@ -190,14 +175,7 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
         if node_port is None:
             node_port = 9833 if no_miner else 0
         async with trio.open_nursery() as nursery:
-            def halt() -> None:
-                for running in started:
-                    running.runtime.stop_all()  # kernel flags first: threads return within milliseconds
-                nursery.cancel_scope.cancel()
-
-            if stop is not None:
-                token = trio.lowlevel.current_trio_token()
-                stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+            halt = halt_on_signal(stop, nursery, lambda: (r.runtime for r in started))
             port = await nursery.start(partial(sim.run, port=node_port))
             if no_miner:
                 print(f"devnet: QUIC node simulator on 127.0.0.1:{port} (UDP), waiting for miners\n"
@@ -239,6 +217,7 @@ async def run_devnet_2026(args: argparse.Namespace, config: ServiceConfig, stop:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `devnet` on the chosen network until --blocks or a signal."""
     if args.network_block_rate < 0:
         parser.error("--network-block-rate must be >= 0")
     network = NETWORKS[args.network]

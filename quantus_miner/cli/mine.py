@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
-from ..core import protocol, qpow2
+from ..core import protocol
+from ..core.bounds import Bound, BoundError, parse_u512
 from ..core.config import ConfigError, Pow, check_pow
+from ..core.results import Result
 from ..engines import get_engine, slots
 from ..engines.base import new_cancel_flag
 from ..pipeline.local import beside_lane
@@ -28,6 +30,7 @@ SHARE_SHOWN_BELOW = 1 << 64  # ranges smaller than this show the share done (a w
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `mine` options."""
     p.add_argument("--header", required=True, help="32-byte header pre-hash, 64 hex chars")
     p.add_argument("--threshold", default=None, help="QPoW v1: distance threshold, decimal, < 2^512")
     p.add_argument("--difficulty", default=None,
@@ -40,6 +43,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `mine`; the exit status as the module docstring says."""
     if (args.threshold is None) == (args.difficulty is None):
         parser.error("give exactly one of --threshold (QPoW v1) or --difficulty (QPoW v2)")
     v2 = args.difficulty is not None
@@ -53,11 +57,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         header = protocol.parse_hex(args.header, length=64, name="--header")
         if v2:
-            if not args.difficulty.isdigit() or int(args.difficulty) == 0 or int(args.difficulty) > qpow2.MAX_U512:
-                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]")
-            bound = qpow2.target_of(int(args.difficulty))
+            try:
+                bound = Bound.difficulty(parse_u512(args.difficulty, least=1))
+            except BoundError:
+                raise ValueError("--difficulty must be a decimal integer in [1, 2^512 - 1]") from None
         else:
-            bound = protocol.parse_threshold(args.threshold, name="--threshold")
+            bound = Bound.threshold(protocol.parse_threshold(args.threshold, name="--threshold"))
         start = protocol.parse_hex(args.start.removeprefix("0x"), length=None, max_length=128, name="--start")
         end = protocol.parse_hex(args.end.removeprefix("0x"), length=None, max_length=128, name="--end")
         if start > end:
@@ -81,23 +86,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             flag = new_cancel_flag()
             stop.arm(lambda signum: flag.__setitem__(0, 1))  # the kernels poll it: stopped within milliseconds
-            result = solve(engine, header.to_bytes(32, "big"), bound, start, end, slots(engine, config.cores),
+            result = solve(engine, header.to_bytes(32, "big"), bound.value, start, end, slots(engine, config.cores),
                            on_progress=progress, flag=flag, beside=beside)
         status.clear()
         found = result.found
         # v1 reports the distance; v2 the hash (Found.distance carries it), both as 128 hex
         key = "hash" if v2 else "distance"
-        report = {
-            "status": "completed" if found else "stopped" if result.stopped else "failed",
-            "nonce": protocol.nonce_hex(found.nonce) if found else None,
-            "work": protocol.work_hex(found.nonce) if found else None,
-            key: protocol.work_hex(found.distance) if found else None,
-            "hash_count": result.hash_count,
-            "elapsed_time": result.elapsed_time,
-            "engine": engine.name,
-            # a GPU engine: its slots, one per device and one per CPU thread beside them (as /health)
-            "cores": slots(engine, config.cores) + (beside.count if beside else 0),
-        }
+        outcome = Result("completed" if found else "stopped" if result.stopped else "failed",
+                         found and found.nonce, result.hash_count, result.elapsed_time, found and found.distance)
+        # a GPU engine: its slots, one per device and one per CPU thread beside them (as /health)
+        cores = slots(engine, config.cores) + (beside.count if beside else 0)
+        report = outcome.fields(None, distance_key=key) | {"engine": engine.name, "cores": cores}
         if hasattr(engine, "device"):  # a GPU engine: its devices (each one worker) and kernel
             report.update(device=engine.device, kernel=engine.kernel, devices=slots(engine, config.cores))
         if beside is not None:  # and the CPU threads beside them

@@ -18,6 +18,7 @@ from ..cluster.executor import ClusterUnavailable
 from ..core.config import ServiceConfig
 from ..core.speed import duration
 from ..pipeline.runtime import MinerRuntime
+from ..service.compose import halt_on_signal
 from ..service.server import BindError, serve_miner
 from .args import add_settings, resolve_settings, setup_logging
 from .signals import SignalStop
@@ -27,26 +28,21 @@ log = logging.getLogger("quantus_miner")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `serve` options."""
     add_settings(p, "serve")
 
 
 async def serve_until_stopped(config: ServiceConfig, stop: SignalStop, started: list[MinerRuntime]) -> None:
     """Serve until `stop` sees a signal; the runtime, once ready, is appended to `started`."""
-    token = trio.lowlevel.current_trio_token()
     async with trio.open_nursery() as nursery:
-        def halt() -> None:
-            log.info("%s: cancelling jobs and shutting down (again: exit at once)", stop.name)
-            for runtime in started:
-                runtime.stop_all()  # kernel flags first: threads return within milliseconds
-            nursery.cancel_scope.cancel()
-
-        stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+        halt_on_signal(stop, nursery, lambda: started, "cancelling jobs and shutting down")
         running = await nursery.start(serve_miner, config)
         started.append(running.runtime)
         await trio.sleep_forever()
 
 
 def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> str:
+    """The last line of a `serve` run: jobs, nonces and rate over the uptime."""
     if runtime is None:
         return f"stopped by {signal_name} before ready (uptime {duration(uptime)})"
     s = runtime.statistics()
@@ -56,6 +52,7 @@ def summary(runtime: MinerRuntime | None, uptime: float, signal_name: str) -> st
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `serve` until a signal: 0 after SIGTERM, 130 after SIGINT, 2 when a port cannot be bound."""
     config = resolve_settings(args, parser, "serve")
     setup_logging(config.log_level)
     failures: list[OSError] = []

@@ -90,10 +90,12 @@ class SignalStop:
 
     @property
     def exit_status(self) -> int | None:
+        """The command's exit status for the signal that stopped it (the policy table); None before one."""
         return None if self.signum is None else stop_status(self.command, self.signum)
 
     @property
     def name(self) -> str | None:
+        """The name of the signal that came (SIGINT, SIGTERM), or None."""
         return None if self.signum is None else signal.Signals(self.signum).name
 
     def _handle(self, signum: int, frame) -> None:

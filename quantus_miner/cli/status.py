@@ -32,6 +32,7 @@ class StatusLine:
         self._drawn = False
 
     def update(self, tested: int, elapsed: float, share: float | None = None) -> None:
+        """Record progress; redraw the line at most once per period."""
         self.meter.add(elapsed, tested)
         if self.quiet or elapsed - self._shown_at < self.period:
             return

@@ -21,12 +21,14 @@ log = logging.getLogger("quantus_miner")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    """The `worker` options."""
     p.add_argument("scheduler", nargs="?", default=None,
                    help="Dask scheduler address, tcp://HOST:8786 or tls://HOST:8786 (or env MINER_CLUSTER)")
     add_settings(p, "worker")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run a Dask worker that mines for `--cluster` miners until a signal."""
     if args.scheduler is not None:
         args.cluster = args.scheduler
     config = resolve_settings(args, parser, "worker")

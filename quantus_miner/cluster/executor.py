@@ -104,6 +104,7 @@ def connect(address: str, timeout: float):
 
 
 def describe_failure(address: str, exc: BaseException) -> str:
+    """A chunk's failure on the cluster in words (a lost scheduler named as such)."""
     reason = getattr(exc, "reason", None)
     if reason == "scheduler-connection-lost":
         return f"lost the Dask scheduler at {address}"
@@ -118,12 +119,15 @@ class WorkerDevice:
 
     @property
     def rate(self) -> float | None:
+        """The worker's measured rate per thread, or None before its first chunk."""
         return self.worker.rate
 
     def alive(self) -> bool:
+        """Whether the worker is still in the cluster (it may have left or been replaced)."""
         return self.executor._workers.get(self.worker.address) is self.worker
 
     async def search(self, feed: JobFeed, lo: int, hi: int) -> ChunkResult:
+        """Run one chunk on the worker; its counts and a re-verified nonce."""
         ex = self.executor
         result = await ex._compute(self.key, feed.request, lo, hi, self.worker.address)
         found = None
@@ -135,6 +139,7 @@ class WorkerDevice:
         return ChunkResult(result["tested"], found, result["cancelled"], ex.clock(), result["busy_s"])
 
     async def failed(self, feed: JobFeed, exc: Exception) -> str | None:
+        """The job's failure reason for a chunk's fault, or None when the chunk is retried elsewhere."""
         ex = self.executor
         if isinstance(exc, ChunkError):
             # a chunk often fails a moment before the monitor sees the scheduler go: give the loss
@@ -178,6 +183,7 @@ class ClusterExecutor:
 
     @classmethod
     async def open(cls, config: ServiceConfig, engine: Engine, **kw) -> ClusterExecutor:
+        """Connect to the scheduler (bounded by --cluster-timeout-s) and read its workers."""
         client = await trio.to_thread.run_sync(connect, config.cluster, config.cluster_timeout_s)
         executor = cls(config, client, engine, **kw)
         await executor._poll()
@@ -186,9 +192,11 @@ class ClusterExecutor:
     # -- runtime interface -------------------------------------------------------------------------
 
     def slots(self, request: MineRequest) -> int:
+        """0 at the start: slots join as the job meets each worker thread."""
         return 0  # slots are added as the job meets each worker thread
 
     def key(self, serial: int) -> str:
+        """The Dask key prefix of job `serial` (unique per miner process)."""
         return f"qm-{self._id}-{serial}"
 
     def stop(self, serial: int) -> None:
@@ -198,13 +206,16 @@ class ClusterExecutor:
             self._cancel_send.send_nowait(key)
 
     def health(self) -> dict:
+        """The cluster part of /health: scheduler, connected, workers, threads."""
         return {"scheduler": self.address, "connected": self._connected, "workers": len(self._workers),
                 "threads": self.capacity()}
 
     def capacity(self) -> int:
+        """Worker threads in the cluster now."""
         return sum(w.nthreads for w in self._workers.values())
 
     def stats(self) -> ClusterStats:
+        """The cluster's figures for the metrics (a bounded number of worker series)."""
         workers = tuple(WorkerStats(w.name, w.nthreads, (w.rate or 0.0) * w.nthreads, w.hashes)
                         for w in list(self._workers.values())[:MAX_WORKER_SERIES])
         return ClusterStats(self.address, self._connected, workers, self.chunks, self.retried, len(self._workers),
@@ -222,6 +233,7 @@ class ClusterExecutor:
                 await trio.to_thread.run_sync(self._shutdown, abandon_on_cancel=True)
 
     async def run_job(self, feed: JobFeed) -> None:
+        """Run the job's chunks on every worker thread until it ends."""
         if not self._connected:
             feed.report(0, error=f"lost the Dask scheduler at {self.address}")
             return

@@ -1,7 +1,7 @@
 """The job state machine and the job table (sans-I/O).
 
 A job is `running` until exactly one transition ends it, with a typed cause (`Ending`): found
-(`completed`), exhausted or failed(reason) (`failed`), cancelled or shutdown (`cancelled`). The
+(`completed`), exhausted or failed(reason) (`failed`), cancelled, replaced or shutdown (`cancelled`). The
 core decides every ending: `Job.apply` turns reports into one, `Ending` maps it to status and
 reason, `JobTable.end` is the transition; the shell only reports events and does the side effects.
 Executors only produce `Progress` values, addressed by the job's serial (a job id may be
@@ -52,14 +52,15 @@ class Cause(enum.Enum):
 
     FOUND = "found"  # a valid nonce (re-verified)
     EXHAUSTED = "exhausted"  # every nonce of the range tested, none valid
-    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC job replaced or its connection gone) or a user
+    CANCELLED = "cancelled"  # by the node (HTTP /cancel, a QUIC connection gone) or a user
+    REPLACED = "replaced"  # a QUIC job superseded by the node's next NewJob
     SHUTDOWN = "shutdown"  # the miner stops
     FAILED = "failed"  # a fault: an engine crashed, the cluster's scheduler was lost (the detail says)
 
 
 STATUS_OF = {Cause.FOUND: JobStatus.COMPLETED, Cause.EXHAUSTED: JobStatus.FAILED, Cause.FAILED: JobStatus.FAILED,
-             Cause.CANCELLED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
-REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown"}
+             Cause.CANCELLED: JobStatus.CANCELLED, Cause.REPLACED: JobStatus.CANCELLED, Cause.SHUTDOWN: JobStatus.CANCELLED}
+REASON_OF = {Cause.EXHAUSTED: RANGE_EXHAUSTED, Cause.SHUTDOWN: "shutdown", Cause.REPLACED: "replaced by a newer job"}
 
 
 @attrs.frozen
@@ -75,14 +76,17 @@ class Ending:
 
     @classmethod
     def failed(cls, reason: str) -> Ending:
+        """A fault's ending, `reason` saying what went wrong."""
         return cls(Cause.FAILED, reason)
 
     @property
     def status(self) -> JobStatus:
+        """The end status this cause gives."""
         return STATUS_OF[self.cause]
 
     @property
     def reason(self) -> str | None:
+        """The reason shown for the ending (the cause's own, else the detail)."""
         return REASON_OF.get(self.cause, self.detail)
 
 
@@ -128,6 +132,7 @@ class JobSnapshot:
     rate: float  # sum of live worker EMAs while running, 0 once ended
     workers: tuple[WorkerSnapshot, ...]
     reason: str | None
+    cause: Cause | None = None  # why it ended; None while running
 
 
 @attrs.define
@@ -155,13 +160,16 @@ class Job:
     ended_at: float | None = None
     found: Found | None = None
     reason: str | None = None
+    cause: Cause | None = None
 
     @property
     def job_id(self) -> str:
+        """The id the job was submitted under."""
         return self.request.job_id
 
     @property
     def running(self) -> bool:
+        """Whether the job has not ended yet."""
         return self.status is JobStatus.RUNNING
 
     @property
@@ -200,6 +208,7 @@ class Job:
         return p.tested, None
 
     def snapshot(self, now: float) -> JobSnapshot:
+        """The job as of `now` (frozen at its end once it ended)."""
         end = self.ended_at if self.ended_at is not None else now
         workers = tuple(
             WorkerSnapshot(i, w.hashes, w.rate, w.reports, w.finished, w.first_report_at, w.last_report_at)
@@ -217,6 +226,7 @@ class Job:
             rate=rate,
             workers=workers,
             reason=self.reason,
+            cause=self.cause,
         )
 
 
@@ -233,6 +243,7 @@ class JobTable:
     _finished: OrderedDict[str, float] = attrs.field(factory=OrderedDict)  # job_id -> ended_at, oldest first
 
     def add(self, request: MineRequest, engine: str, workers: int, now: float) -> Job:
+        """Add a running job; raise DuplicateJob if the id is held (running or retained)."""
         if request.job_id in self._jobs:
             raise DuplicateJob(f"job {request.job_id} already exists", request.job_id)
         job = Job(request, engine, now, [WorkerState() for _ in range(workers)])
@@ -240,6 +251,7 @@ class JobTable:
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """The job under `job_id` (running or retained), or None."""
         return self._jobs.get(job_id)
 
     def __contains__(self, job_id: str) -> bool:
@@ -252,6 +264,7 @@ class JobTable:
         return len(self._jobs)
 
     def running(self) -> list[Job]:
+        """The jobs not yet ended."""
         return [j for j in self._jobs.values() if j.running]
 
     def recent(self, finished: int) -> list[Job]:
@@ -266,6 +279,7 @@ class JobTable:
         job.status = ending.status
         job.ended_at = now
         job.reason = ending.reason
+        job.cause = ending.cause
         self._finished[job.job_id] = now
         forgotten = []
         while len(self._finished) > self.max_finished:

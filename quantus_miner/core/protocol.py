@@ -6,10 +6,9 @@
 
 import re
 
-from .qpow import MAX_U512
+from .bounds import BoundError, parse_u512
 
 HEX_RE = re.compile(r"[0-9a-fA-F]+")
-DEC_RE = re.compile(r"[0-9]+")
 
 
 def nonce_hex(nonce: int) -> str:
@@ -36,12 +35,9 @@ def parse_hex(text: str, *, length: int | None, name: str, max_length: int | Non
 
 
 def parse_threshold(text: str, *, name: str = "distance_threshold") -> int:
-    """A decimal string of an unsigned integer < 2^512."""
-    if not isinstance(text, str):
-        raise ValueError(f"{name} must be a string")
-    if not DEC_RE.fullmatch(text) or len(text) > 155:
-        raise ValueError(f"{name} must be a decimal integer below 2^512")
-    value = int(text)
-    if value > MAX_U512:
-        raise ValueError(f"{name} must be a decimal integer below 2^512")
-    return value
+    """A decimal string of an unsigned integer < 2^512 (the U512 rule of `bounds.parse_u512`)."""
+    try:
+        return parse_u512(text)
+    except BoundError as exc:
+        detail = "must be a string" if exc.kind == "type" else "must be a decimal integer below 2^512"
+        raise ValueError(f"{name} {detail}") from None

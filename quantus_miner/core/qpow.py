@@ -27,6 +27,7 @@ def be64(x: int) -> bytes:
 
 
 def sha3_512_int(data: bytes) -> int:
+    """SHA3-512 of `data` as a big-endian integer."""
     return int.from_bytes(hashlib.sha3_512(data).digest(), "big")
 
 
@@ -97,6 +98,7 @@ class JobContext:
 
     @classmethod
     def from_header(cls, header: bytes) -> JobContext:
+        """The job's constants derived from its 32-byte header."""
         if len(header) != 32:
             raise ValueError("header must be 32 bytes")
         h = int.from_bytes(header, "big")
@@ -121,10 +123,12 @@ def exponent(ctx: JobContext, nonce: int) -> int:
 
 
 def y_of(ctx: JobContext, nonce: int) -> int:
+    """m^exponent(nonce) mod n: the value whose hash gives the nonce's distance."""
     return pow(ctx.m, exponent(ctx, nonce), ctx.n)
 
 
 def distance_of_y(ctx: JobContext, y: int) -> int:
+    """The distance of a nonce from its `y_of`: target XOR SHA3-512(y)."""
     return ctx.target ^ sha3_512_int(be64(y))
 
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import attrs
 
+from .bounds import BoundError, parse_u512
 from .qpow import MAX_U512
+from .results import Result
 
 MAX_PAYLOAD = 1024
 MESSAGE_TYPES = frozenset({"Ready", "NewJob", "JobResult"})
@@ -36,7 +38,8 @@ JOB_STATUSES = frozenset(
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
-_DECIMAL = re.compile(r"[0-9]{1,155}")  # 2**512 - 1 has 155 digits
+DIFFICULTY_PROBLEM = {"type": "difficulty must be a decimal string", "syntax": "difficulty must be a decimal string",
+                      "low": "difficulty must be > 0", "high": "difficulty exceeds U512"}
 _LEN = struct.Struct(">I")
 
 
@@ -94,26 +97,6 @@ def show_id(job_id: object, limit: int = 64) -> str:
     if len(job_id) <= limit:
         return repr(job_id)
     return f"{job_id[:limit]!r}...({len(job_id)} chars)"
-
-
-def unanswerable(job_id: str) -> str | None:
-    """Why no JobResult can echo `job_id` (None when one can).
-
-    The node matches results by job id, so an answer under another id is ignored; a result that
-    does not fit the 1024-byte frame, or holds a lone surrogate, ends the node's read loop
-    (serde_json refuses both). Checked against the largest result the miner can send.
-
-    >>> unanswerable("17") is None, unanswerable("\\ud800"), unanswerable("\\x01" * 128)
-    (True, 'it holds a lone surrogate (no UTF-8 form)', 'a JobResult echoing it would exceed the 1024-byte frame limit')
-    """
-    widest = JobResult("completed", job_id, MAX_U512, (1 << 64) - 1, 1.7976931348623157e308)
-    try:
-        encode_frame(widest.to_msg())
-    except FrameError as exc:
-        if "surrogate" in str(exc):
-            return "it holds a lone surrogate (no UTF-8 form)"
-        return f"a JobResult echoing it would exceed the {MAX_PAYLOAD}-byte frame limit"
-    return None
 
 
 def message_type(msg: dict[str, Any]) -> str:
@@ -175,6 +158,7 @@ class FrameDecoder:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes buffered towards the next frame."""
         return len(self._buf)
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
@@ -225,6 +209,7 @@ class Ready:
     token: str
 
     def to_msg(self) -> dict[str, Any]:
+        """The envelope to send."""
         return {"Ready": {"token": self.token}}
 
     @classmethod
@@ -248,6 +233,7 @@ class NewJob:
     difficulty: int
 
     def to_msg(self) -> dict[str, Any]:
+        """The envelope to send (the simulators' side)."""
         return {
             "NewJob": {
                 "job_id": self.job_id,
@@ -278,14 +264,10 @@ class NewJob:
         mining_hash = body.get("mining_hash")
         if not isinstance(mining_hash, str) or not _HEX64.fullmatch(mining_hash):
             raise JobInputError(job_id, "mining_hash must be 64 hex characters")
-        difficulty = body.get("difficulty")
-        if not isinstance(difficulty, str) or not _DECIMAL.fullmatch(difficulty):
-            raise JobInputError(job_id, "difficulty must be a decimal string")
-        value = int(difficulty)
-        if value == 0:
-            raise JobInputError(job_id, "difficulty must be > 0")
-        if value > MAX_U512:
-            raise JobInputError(job_id, "difficulty exceeds U512")
+        try:
+            value = parse_u512(body.get("difficulty"), least=1)
+        except BoundError as exc:
+            raise JobInputError(job_id, DIFFICULTY_PROBLEM[exc.kind]) from None
         return cls(job_id, bytes.fromhex(mining_hash), value)
 
 
@@ -306,6 +288,7 @@ class JobResult:
 
     @property
     def work(self) -> bytes | None:
+        """The nonce as 64 big-endian bytes, or None."""
         return None if self.nonce is None else self.nonce.to_bytes(64, "big")
 
     def to_msg(self) -> dict[str, Any]:
@@ -313,16 +296,7 @@ class JobResult:
         >>> JobResult("completed", "17", 0x2a, 5, 0.5).to_msg()["JobResult"]["nonce"]
         '2a'
         """
-        return {
-            "JobResult": {
-                "status": self.status,
-                "job_id": self.job_id,
-                "nonce": None if self.nonce is None else format(self.nonce, "x"),
-                "work": None if self.work is None else self.work.hex(),
-                "hash_count": self.hash_count,
-                "elapsed_time": self.elapsed_time,
-            }
-        }
+        return {"JobResult": Result(self.status, self.nonce, self.hash_count, self.elapsed_time).fields(self.job_id)}
 
     @classmethod
     def from_msg(cls, msg: dict[str, Any]) -> JobResult:

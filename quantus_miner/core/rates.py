@@ -25,6 +25,7 @@ def ema(previous: float | None, instant: float, alpha: float) -> float:
 
 
 def instant_rate(nonces: int, dt: float) -> float:
+    """Nonces per second over `dt` (0 when no time passed)."""
     return nonces / dt if dt > 0 else 0.0
 
 
@@ -75,8 +76,10 @@ class ChunkSizer:
 
     @classmethod
     def start(cls, target_ms: int, *, rate: float | None = None, probe: float | None = None) -> ChunkSizer:
+        """A sizer for a slot: from its measured `rate`, else from the warm-up `probe`."""
         size = max(1, min(int(rate * target_ms / 1000), MAX_CHUNK)) if rate else seed_chunk(target_ms, probe)
         return cls(target_ms, size)
 
     def update(self, tested: int, busy_s: float) -> None:
+        """Resize from the last chunk's count and busy time towards `target_ms` per chunk."""
         self.size = next_chunk_size(self.size, tested, busy_s, self.target_ms)

@@ -7,14 +7,12 @@
 """
 
 import json
-import re
 
 import attrs
 
+from .job_ids import IdRule, job_id_problem, usable_job_id
 from .protocol import parse_hex, parse_threshold
 
-MAX_JOB_ID_LENGTH = 128
-JOB_ID_RE = re.compile(r"[A-Za-z0-9._:-]+")  # UUIDs and other printable ids; no spaces, slashes or controls
 FIELDS = ("job_id", "mining_hash", "distance_threshold", "nonce_start", "nonce_end")
 
 
@@ -62,14 +60,8 @@ class TooManyJobs(Refused):
     status = 429
 
 
-def usable_job_id(value: object) -> str:
-    """The id to echo in an error body: the client's, if it is a sane string."""
-    if isinstance(value, str) and len(value) <= MAX_JOB_ID_LENGTH and JOB_ID_RE.fullmatch(value):
-        return value
-    return ""
-
-
 def parse_mine_request(body: bytes) -> MineRequest:
+    """Parse and validate a `POST /mine` body; raise InvalidRequest with the message the API returns."""
     try:
         doc = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -87,13 +79,8 @@ def parse_mine_request(body: bytes) -> MineRequest:
     extra = sorted(k for k in doc if k not in FIELDS)
     if extra:
         raise InvalidRequest(f"unknown field(s): {', '.join(extra[:5])}", job_id)
-    raw_id = doc["job_id"]
-    if not isinstance(raw_id, str):
-        raise InvalidRequest("job_id must be a string")
-    if not 0 < len(raw_id) <= MAX_JOB_ID_LENGTH:
-        raise InvalidRequest(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
-    if not JOB_ID_RE.fullmatch(raw_id):
-        raise InvalidRequest("job_id may contain only letters, digits and . _ : -")
+    if (problem := job_id_problem(doc["job_id"], IdRule.HTTP)) is not None:
+        raise InvalidRequest(problem)
     try:
         header = parse_hex(doc["mining_hash"], length=64, name="mining_hash")
         threshold = parse_threshold(doc["distance_threshold"])

@@ -14,6 +14,7 @@ MAX_STEP = 2.0  # difficulty moves at most x2 (or /2) per block
 
 
 def genesis_header(seed: int) -> bytes:
+    """The devnet's first header for `seed` (reproducible runs)."""
     return hashlib.sha256(b"quantus-devnet genesis " + seed.to_bytes(8, "big", signed=False)).digest()
 
 
@@ -36,4 +37,5 @@ def adjust_threshold(threshold: int, actual_s: float, target_s: float) -> int:
 
 
 def expected_tries(threshold: int) -> float:
+    """Expected nonces per block at a QPoW v1 `threshold`."""
     return (1 << 512) / (threshold + 1)

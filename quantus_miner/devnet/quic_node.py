@@ -64,6 +64,7 @@ class MinerRecord:
 
 @attrs.frozen
 class Verdict:
+    """How the simulated node judged one message of a miner."""
     miner_id: int
     job_id: str | None
     verdict: str  # accepted | late | stale | ignored | invalid | unexpected | dropped
@@ -136,6 +137,7 @@ def seal_of(work: str | None) -> tuple[int | None, str]:
 
 
 class NodeSim:
+    """A simulated 2026 node's miner server (not our part: it fakes the node, over real QUIC on UDP)."""
     def __init__(
         self,
         verify: Verify = verify_seal,
@@ -197,6 +199,7 @@ class NodeSim:
 
     @property
     def current_job_id(self) -> str | None:
+        """The id of the job the node sends now, or None."""
         body = (self._job_msg or {}).get("NewJob") or {}
         return body.get("job_id")
 
@@ -219,6 +222,7 @@ class NodeSim:
 
     async def run(self, host: str = "127.0.0.1", port: int = 0, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve miners on `host`:`port` (0: any); `nursery.start` hands back the port."""
         async with trio.open_nursery() as nursery:
             self.port = await nursery.start(partial(
                 serve, host, port, cert=self.cert, key=self.key, alpn=self.alpn,
@@ -348,6 +352,7 @@ class ChainBlock:
     block_time: float
 
     def to_json(self) -> dict[str, Any]:
+        """The block as one JSON line of `devnet --json`."""
         nonce = self.result.nonce
         return {"height": self.height, "header": self.header.hex(), "difficulty": str(self.difficulty),
                 "nonce": format(nonce, "x"), "work": nonce.to_bytes(64, "big").hex(),

@@ -38,6 +38,7 @@ STOP_CANCEL_S = 0.5  # bound on cancelling the current job when the simulator is
 
 @attrs.frozen
 class Block:
+    """One block of the 2025 devnet: found by the miner or by the rest of the network."""
     height: int
     header: str
     threshold: int
@@ -49,6 +50,7 @@ class Block:
     block_time: float  # seconds since the previous block
 
     def to_json(self) -> dict:
+        """The block as one JSON line of `devnet --json`."""
         return {"height": self.height, "header": self.header, "threshold": str(self.threshold),
                 "nonce": self.nonce, "work": self.work, "hash_count": self.hash_count,
                 "elapsed_time": self.elapsed_time, "source": self.source}
@@ -56,6 +58,7 @@ class Block:
 
 @attrs.define
 class DevnetStats:
+    """What a 2025 devnet run did: blocks, cancels, rejections, the live rate."""
     blocks: list[Block] = attrs.field(factory=list)
     cancels: int = 0
     rejected: int = 0  # seals that failed verification or jobs given up
@@ -64,6 +67,7 @@ class DevnetStats:
 
     @property
     def height(self) -> int:
+        """The chain's height (0 before the first block)."""
         return self.blocks[-1].height if self.blocks else 0
 
 
@@ -127,6 +131,7 @@ def mining_result(r: httpx.Response, request: str) -> dict:
 
 @attrs.define
 class NodeSimulator:
+    """A simulated 2025 node (not our part) driving a miner over HTTP: /mine, /result polls, /cancel."""
     miner_url: str
     block_time: float = 10.0
     network_block_rate: float = 0.0  # blocks/s arriving from elsewhere
@@ -139,6 +144,7 @@ class NodeSimulator:
     _current: str | None = attrs.field(default=None, init=False)  # the job the miner is working on for us
 
     async def run(self) -> DevnetStats:
+        """Mine blocks until --blocks or cancelled; the stats either way."""
         async with httpx.AsyncClient(base_url=self.miner_url, timeout=10) as client:
             try:
                 return await self._run(client)

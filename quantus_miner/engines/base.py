@@ -90,3 +90,21 @@ def measure_rate(engine: Engine, seconds: float = 0.1) -> float:
         cursor += size
         size *= 2
     return tested / elapsed
+
+
+def steps_per_cpu_second(run, seconds: float, first: int = 16) -> float:
+    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
+    of this thread (CPU time: on a shared machine the neighbours' load does not count)."""
+    steps = first
+    run(steps)  # compile or load, and warm the caches
+    while True:
+        t0 = time.thread_time()
+        run(steps)
+        dt = time.thread_time() - t0
+        if dt >= seconds / 4:
+            break
+        steps *= 4
+    steps = max(steps, int(steps * seconds / dt))
+    t0 = time.thread_time()
+    run(steps)
+    return steps / (time.thread_time() - t0)

@@ -36,15 +36,19 @@ def scan_reference(job: PreparedJob, start: int, end: int, flag: np.ndarray) -> 
 
 @attrs.define
 class BaselineEngine:
+    """QPoW v1 by the pure-Python reference: the yardstick the fast engines are checked against."""
     name: str = "cpu-baseline"
     kernel: str = "python-reference"
     pow: str = "v1"
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
+        """The job as the reference scan takes it."""
         return PreparedJob(ctx, threshold)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """Scan [start, end] with the reference, polling `flag`."""
         return scan_reference(job, start, end, flag)
 
     def warm_up(self) -> None:
+        """Nothing to compile."""
         pass

@@ -20,17 +20,20 @@ __all__ = ["BaselineV2Engine", "check_range", "new_cancel_flag"]
 
 
 def check_range(start: int, end: int) -> None:
+    """Raise ValueError unless both nonces are U512."""
     if not 0 <= start <= qpow2.MAX_U512 or not 0 <= end <= qpow2.MAX_U512:
         raise ValueError("nonces must be in [0, 2^512 - 1]")
 
 
 @attrs.define
 class BaselineV2Engine:
+    """QPoW v2 by the pure-Python reference: the yardstick the fast engines are checked against."""
     name: str = "cpu-baseline-v2"
     kernel: str = "v2-reference"
     pow: str = "v2"
 
     def prepare(self, header: bytes, target: int) -> PreparedJob:
+        """Check the header and target; the job as the reference scan takes it."""
         if not 0 <= target <= qpow2.MAX_U512:
             raise ValueError("target must be in [0, 2^512 - 1]")
         qpow2.pow_input(header, 0)  # validates the header
@@ -48,4 +51,5 @@ class BaselineV2Engine:
         return ChunkOutcome(max(0, end - start + 1))
 
     def warm_up(self) -> None:
+        """Nothing to compile."""
         pass

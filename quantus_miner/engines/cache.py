@@ -30,6 +30,7 @@ def writable(path: str) -> bool:
 
 
 def candidates(env) -> list[str]:
+    """Numba cache directories to try, in order: the user's cache, then a per-user temp directory."""
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return [os.path.join(base, "quantus-miner", "numba"),
             os.path.join(tempfile.gettempdir(), f"quantus-miner-numba-{os.getuid()}")]

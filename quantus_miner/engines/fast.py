@@ -9,22 +9,19 @@ passes at warm-up on this host; a kernel that fails is skipped with a logged war
 
 from __future__ import annotations
 
-import logging
-import time
 from types import ModuleType
 
 import attrs
 import numpy as np
 from ..core import qpow
 from ..core.config import V1_KERNELS
-from ..core.outcomes import ChunkOutcome, ConsensusError, verified
+from ..core.outcomes import ChunkOutcome, verified
 from . import avx2, ifma, kernels, limbs
-from .base import BENCH_HEADER, PreparedJob
-from .isa import host_features, host_isa
+from .base import BENCH_HEADER, PreparedJob, steps_per_cpu_second
+from .isa import KernelChoice, KernelUnavailable, host_features, host_isa
 
 KERNELS = V1_KERNELS  # the concrete kernels, fastest first ("auto" picks among them)
 MAX_STEPS_PER_CALL = 1 << 40
-log = logging.getLogger("quantus_miner")
 
 
 @attrs.frozen
@@ -38,11 +35,13 @@ class KernelSpec:
 
     @property
     def label(self) -> str:
+        """The kernel as /health and the logs name it: name, limb width, instruction set."""
         m = self.module
         isa = "avx512ifma" if "avx512ifma" in self.requires else "avx2" if self.requires == ("avx2",) else host_isa()
         return f"{self.name}-{m.LIMB_BITS}bit-{isa}"
 
     def missing(self, features: frozenset[str]) -> list[str]:
+        """The CPU features the kernel needs that `features` lacks."""
         return [f for f in self.requires if f not in features]
 
 
@@ -51,12 +50,9 @@ SPECS = {"ifma8": KernelSpec("ifma8", ifma, ifma.REQUIRES), "avx2x8": KernelSpec
 assert tuple(SPECS) == KERNELS
 
 
-class KernelUnavailable(ValueError):
-    pass
-
-
 @attrs.frozen
 class FastConstants:
+    """A job's constants in the kernel's limbs (Montgomery form)."""
     step: np.ndarray  # m^L * R mod n in the kernel's limbs: Montgomery-multiplying by it steps y by L nonces
     n: np.ndarray
     ninv: np.uint64  # -n^-1 mod 2^LIMB_BITS
@@ -67,54 +63,23 @@ class FastConstants:
 
 
 @attrs.define
-class FastEngine:
-    candidates: tuple[KernelSpec, ...]  # in order of preference; warm-up keeps the first that passes
+class FastEngine(KernelChoice):
+    """QPoW v1 on Numba kernels (IFMA, AVX2 or portable lanes), the first that passes its self-test."""
+
+    SPECS = SPECS
+    # in order of preference; warm-up keeps the first that passes
+    candidates: tuple[KernelSpec, ...]
     forced: bool = False
     name: str = "cpu-fast"
     pow: str = "v1"
     spec: KernelSpec | None = None  # the kernel in use, set by warm-up
 
-    @classmethod
-    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastEngine:
-        if requested != "auto" and requested not in SPECS:
-            raise ValueError(f"unknown kernel {requested!r} (choose from auto, {', '.join(KERNELS)})")
-        features = host_features() if features is None else features
-        if requested != "auto":
-            spec = SPECS[requested]
-            if missing := spec.missing(features):
-                raise KernelUnavailable(f"kernel {requested} needs {', '.join(missing)}, which this host lacks")
-            return cls((spec,), forced=True)
-        return cls(tuple(s for s in SPECS.values() if not s.missing(features)))
-
-    @property
-    def kernel(self) -> str:
-        """The kernel in use (before warm-up: the one warm-up will try first)."""
-        return (self.spec or self.candidates[0]).label
-
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
-        if self.spec is not None:
-            return
-        for spec in self.candidates:
-            try:
-                failure = self_test(spec)
-            except Exception as exc:  # a kernel that cannot even build here is a failed kernel
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure is None:
-                self.spec = spec
-                return
-            if self.forced:
-                raise ConsensusError(f"kernel {spec.name} failed its self-test on this host: {failure}")
-            log.warning("kernel %s failed its self-test on this host (%s); trying the next kernel", spec.name, failure)
-        raise ConsensusError("no cpu-fast kernel passed its self-test on this host")
-
-    def _module(self) -> ModuleType:
-        if self.spec is None:
-            self.warm_up()
-        return self.spec.module
+    def _self_test(self, spec: KernelSpec) -> str | None:
+        return self_test(spec)
 
     def prepare(self, ctx: qpow.JobContext, threshold: int) -> PreparedJob:
-        m = self._module()
+        """The job's constants in the chosen kernel's limbs."""
+        m = self._chosen().module
         n = ctx.n
         radix = 1 << (m.LIMB_BITS * m.LIMBS)
         constants = FastConstants(
@@ -129,6 +94,7 @@ class FastEngine:
         return PreparedJob(ctx, threshold, constants)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
+        """Scan [start, end] with the kernel, polling `flag`; exact counts, a re-verified nonce."""
         c: FastConstants = job.constants
         tested = 0
         if start == 0:  # never valid; counted so a range's tested total equals its size
@@ -151,7 +117,7 @@ class FastEngine:
 
     def _initial_y(self, ctx: qpow.JobContext, start: int) -> np.ndarray:
         """Lane l holds m^(h + start + l) mod n: one exponentiation, then multiplications by m."""
-        m = self._module()
+        m = self._chosen().module
         values = [pow(ctx.m, ctx.h + start, ctx.n)]
         for _ in range(m.L - 1):
             values.append(values[-1] * ctx.m % ctx.n)
@@ -165,7 +131,7 @@ class FastEngine:
         """
         c: FastConstants = job.constants
         ctx = job.ctx
-        m = self._module()
+        m = self._chosen().module
         lanes = m.L
         size = end - start + 1
         steps = -(-size // lanes)
@@ -194,7 +160,7 @@ class FastEngine:
         """
         job = self.prepare(qpow.JobContext.from_header(BENCH_HEADER), 0)
         c: FastConstants = job.constants
-        m = self._module()
+        m = self._chosen().module
         y = self._initial_y(job.ctx, 1)
         st = limbs.aligned_words(m.SCRATCH_WORDS)
         out = np.zeros(2, dtype=np.int64)
@@ -205,7 +171,7 @@ class FastEngine:
             "kernel_rate": lambda steps: m.scan_lanes(y, c.step, c.n, c.ninv, c.target, c.threshold,
                                                       steps, flag, st, out),
         }
-        return {name: m.L * _steps_per_second(run, seconds) for name, run in halves.items()}
+        return {name: m.L * steps_per_cpu_second(run, seconds, first=256) for name, run in halves.items()}
 
 
 def self_test(spec: KernelSpec) -> str | None:
@@ -241,21 +207,3 @@ def self_test(spec: KernelSpec) -> str | None:
         if got != expected:
             return f"range [{lo}, {hi}] at threshold {threshold:#x}: got {got}, expected {expected}"
     return None
-
-
-def _steps_per_second(run, seconds: float) -> float:
-    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
-    of this thread (CPU time, not wall time: on a shared machine the neighbours' load does not count)."""
-    steps = 256
-    run(steps)  # compile or load, and warm the caches
-    while True:
-        t0 = time.thread_time()
-        run(steps)
-        dt = time.thread_time() - t0
-        if dt >= seconds / 4:
-            break
-        steps *= 4
-    steps = max(steps, int(steps * seconds / dt))
-    t0 = time.thread_time()
-    run(steps)
-    return steps / (time.thread_time() - t0)

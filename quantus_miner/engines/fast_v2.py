@@ -20,8 +20,6 @@ known-answer self-test passes at warm-up on this host; `--kernel` forces one.
 
 from __future__ import annotations
 
-import logging
-import time
 from types import ModuleType
 
 import attrs
@@ -29,14 +27,13 @@ import numpy as np
 
 from ..core import qpow2
 from ..core.config import V2_KERNELS
-from ..core.outcomes import ChunkOutcome, ConsensusError, verified_v2
+from ..core.outcomes import ChunkOutcome, verified_v2
 from . import kernels_v2 as kernels
 from . import poseidon2_vec
-from .base import BENCH_HEADER, PreparedJob, new_cancel_flag
+from .base import BENCH_HEADER, PreparedJob, new_cancel_flag, steps_per_cpu_second
 from .baseline_v2 import check_range
-from .isa import host_features
+from .isa import KernelChoice, KernelUnavailable, host_features
 
-log = logging.getLogger("quantus_miner")
 
 LOW_MASK = (1 << 256) - 1
 MAX_NONCES_PER_CALL = 1 << 62  # the kernel counts in int64
@@ -58,6 +55,7 @@ def _felts(chunk32: bytes) -> np.ndarray:
 
 @attrs.frozen
 class V2Context:
+    """A QPoW v2 job as the kernels take it: header state after block 0 and the target in words."""
     header: bytes
     header_state: np.ndarray  # sponge state after block 0, computed by the kernel
     target_hi: np.ndarray  # target >> 256, 4 big-endian words
@@ -99,15 +97,19 @@ class V2KernelSpec:
     requires: tuple[str, ...] = ()
 
     def missing(self, features: frozenset[str]) -> list[str]:
+        """The CPU features the kernel needs that `features` lacks."""
         return [f for f in self.requires if f not in features]
 
     def scan_segment(self, *args):
+        """Run the kernel's scan over one segment."""
         return getattr(self.module, self.scan)(*args)
 
     def permute_many(self, state: np.ndarray, rounds: int) -> None:
+        """Run `rounds` permutations in place (for `bench --profile`)."""
         getattr(self.module, self.permute)(state, rounds)
 
     def absorb_block(self, state: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Absorb one block into the sponge state with this kernel."""
         return getattr(self.module, self.absorb)(state, block)
 
 
@@ -122,12 +124,13 @@ SPECS = {
 assert tuple(SPECS) == V2_KERNELS
 
 
-class KernelUnavailable(ValueError):
-    pass
-
-
 @attrs.define
-class FastV2Engine:
+class FastV2Engine(KernelChoice):
+    """QPoW v2 (Poseidon2) on Numba kernels, the first that passes its self-test."""
+
+    SPECS = SPECS
+    UNKNOWN_FOR = " for cpu-fast-v2"
+
     # in order of preference; warm-up keeps the first that passes (default: the portable scalar kernel)
     candidates: tuple[V2KernelSpec, ...] = (SPECS["v2-lanes8"],)
     forced: bool = False
@@ -135,36 +138,18 @@ class FastV2Engine:
     pow: str = "v2"
     spec: V2KernelSpec | None = None  # the kernel in use, set by warm-up
 
-    @classmethod
-    def for_host(cls, requested: str = "auto", features: frozenset[str] | None = None) -> FastV2Engine:
-        if requested != "auto" and requested not in SPECS:
-            raise ValueError(f"unknown kernel {requested!r} for cpu-fast-v2 (choose from auto, {', '.join(SPECS)})")
-        features = host_features() if features is None else features
-        if requested != "auto":
-            spec = SPECS[requested]
-            if missing := spec.missing(features):
-                raise KernelUnavailable(f"kernel {requested} needs {', '.join(missing)}, which this host lacks")
-            return cls((spec,), forced=True)
-        return cls(tuple(s for s in SPECS.values() if not s.missing(features)))
-
-    @property
-    def kernel(self) -> str:
-        """The kernel in use (before warm-up: the one warm-up will try first)."""
-        return (self.spec or self.candidates[0]).label
-
-    def _spec(self) -> V2KernelSpec:
-        if self.spec is None:
-            self.warm_up()
-        return self.spec
+    def _self_test(self, spec: V2KernelSpec) -> str | None:
+        return self_test(spec)
 
     def prepare(self, header: bytes, target: int) -> PreparedJob:
-        return PreparedJob(prepare_context(header, target, self._spec().absorb_block), target)
+        """The job's header state and target as the chosen kernel takes them."""
+        return PreparedJob(prepare_context(header, target, self._chosen().absorb_block), target)
 
     def search(self, job: PreparedJob, start: int, end: int, flag: np.ndarray) -> ChunkOutcome:
         """Scan [start, end] upward; the first valid nonce, or all tested, or cancelled."""
         check_range(start, end)
         ctx: V2Context = job.ctx
-        spec = self._spec()
+        spec = self._chosen()
         tested, cursor = 0, start
         while cursor <= end:
             # one kernel call per 2^256-aligned segment: the midstate changes with the high half
@@ -186,28 +171,12 @@ class FastV2Engine:
             cursor = last + 1
         return ChunkOutcome(tested)
 
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) and self-test kernels until one passes; use it."""
-        if self.spec is not None:
-            return
-        for spec in self.candidates:
-            try:
-                failure = self_test(spec)
-            except Exception as exc:  # a kernel that cannot even build here is a failed kernel
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure is None:
-                self.spec = spec
-                return
-            if self.forced:
-                raise ConsensusError(f"kernel {spec.name} failed its self-test on this host: {failure}")
-            log.warning("kernel %s failed its self-test on this host (%s); trying the next kernel", spec.name, failure)
-        raise ConsensusError("no cpu-fast-v2 kernel passed its self-test on this host")
 
     def profile(self, seconds: float = 1.0) -> dict[str, float]:
         """Per CPU-second of one thread, no chunking: `permutation_rate` (8-lane permutations alone, counted per
         lane) and `kernel_rate` (nonces of the scan kernel itself at target 0, about 2 permutations each).
         Each runs about `seconds`."""
-        spec = self._spec()
+        spec = self._chosen()
         ctx = prepare_context(BENCH_HEADER, 0, spec.absorb_block)
         mid = nonce_midstate(ctx, 0, spec.absorb_block)
         low = _limbs_le(1)
@@ -255,21 +224,3 @@ def self_test(spec: V2KernelSpec) -> str | None:
         if got != expected:
             return f"range [{lo}, {hi}] at target {target:#x}: got {got}, expected {expected}"
     return None
-
-
-def steps_per_cpu_second(run, seconds: float) -> float:
-    """Calls `run(steps)` (compiled on first call) sized to about `seconds`; returns steps per CPU-second
-    of this thread (CPU time: on a shared machine the neighbours' load does not count)."""
-    steps = 16
-    run(steps)  # compile or load, and warm the caches
-    while True:
-        t0 = time.thread_time()
-        run(steps)
-        dt = time.thread_time() - t0
-        if dt >= seconds / 4:
-            break
-        steps *= 4
-    steps = max(steps, int(steps * seconds / dt))
-    t0 = time.thread_time()
-    run(steps)
-    return steps / (time.thread_time() - t0)

@@ -72,12 +72,14 @@ def reduce128(hi, lo):
 
 @njit(inline="always")
 def mul(a, b):
+    """a * b in the Goldilocks field."""
     hi, lo = mul128(a, b)
     return reduce128(hi, lo)
 
 
 @njit(inline="always")
 def add(a, b):
+    """a + b in the Goldilocks field (inputs < 2^64, result not canonical)."""
     s = a + b
     s2 = s + EPS * np.uint64(s < a)  # carried 2^64 = EPS
     return s2 + EPS * np.uint64(s2 < s)  # adding EPS can carry once more (only then)
@@ -86,6 +88,7 @@ def add(a, b):
 @njit(inline="always")
 def square(a):
     # a * a with three half products: the cross term al * ah appears twice
+    """a * a in the Goldilocks field."""
     al, ah = a & M32, a >> S32
     ll, lh, hh = al * al, al * ah, ah * ah
     mid = (ll >> S32) + ((lh & M32) << U1)  # < 3 * 2^32
@@ -96,11 +99,13 @@ def square(a):
 
 @njit(inline="always")
 def canonical(x):
+    """x reduced to [0, P)."""
     return x - P if x >= P else x
 
 
 @njit(inline="always")
 def sbox(x):
+    """x^7, Poseidon2's S-box."""
     x2 = square(x)
     x4 = square(x2)
     x3 = mul(x2, x)
@@ -206,6 +211,7 @@ def permute_lanes(s):
 
 @njit(inline="always")
 def bswap32(x):
+    """Byte-swap the low 32 bits."""
     return ((x & np.uint64(0xFF)) << np.uint64(24)) | ((x & np.uint64(0xFF00)) << np.uint64(8)) | (
         (x >> np.uint64(8)) & np.uint64(0xFF00)
     ) | ((x >> np.uint64(24)) & np.uint64(0xFF))
@@ -213,6 +219,7 @@ def bswap32(x):
 
 @njit(inline="always")
 def bswap64(x):
+    """Byte-swap 64 bits."""
     return (bswap32(x & M32) << S32) | bswap32(x >> S32)
 
 

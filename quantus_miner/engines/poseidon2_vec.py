@@ -385,11 +385,13 @@ def _absorb(state, block, width):
 
 @njit(nogil=True, cache=True)
 def absorb_block_avx512(state, block):
+    """Absorb one block, 8 lanes wide."""
     return _absorb(state, block, 8)
 
 
 @njit(nogil=True, cache=True)
 def absorb_block_avx2(state, block):
+    """Absorb one block, 4 lanes wide."""
     return _absorb(state, block, 4)
 
 
@@ -402,6 +404,7 @@ def permute_many_avx512(s, rounds):
 
 @njit(nogil=True, cache=True)
 def permute_many_avx2(s, rounds):
+    """Run `rounds` permutations in place, 4 lanes wide."""
     for _ in range(rounds):
         _permute(s, RC, 4)
 

@@ -61,6 +61,7 @@ class JobFeed:
 
     def report(self, slot: int, tested: int = 0, *, t: float | None = None, busy_s: float = 0.0,
                found: Found | None = None, finished: bool = False, error: str | None = None) -> None:
+        """Send one slot's progress for this job (timed now unless `t` is given)."""
         self.send(Progress(self.serial, slot, tested, self.clock() if t is None else t, busy_s, found, finished,
                            error))
 
@@ -112,7 +113,8 @@ class Executor(Protocol):
         """Chunks that can run at once (threads)."""
         ...
 
-    async def run_job(self, feed: JobFeed) -> None: ...
+    async def run_job(self, feed: JobFeed) -> None:
+        """Run the job's chunks until it ends, reporting through `feed`; return once every slot returned."""
 
     def stop(self, serial: int) -> None:
         """The job ended: stop its kernels wherever the flag does not reach (remote workers)."""

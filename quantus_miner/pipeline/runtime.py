@@ -60,6 +60,7 @@ class JobShell:
 
     @property
     def serial(self) -> int:
+        """The job's serial (where its progress lands)."""
         return self.feed.serial
 
 
@@ -133,16 +134,20 @@ class MinerRuntime:
                  slots or self.executor.capacity(), request.nonce_start, request.nonce_end)
         return job.snapshot(job.started_at)
 
-    def cancel(self, job_id: str) -> JobSnapshot | None:
-        """Cancel a running job at once; a finished job keeps its final status. None if unknown."""
+    def cancel(self, job_id: str, cause: Cause = Cause.CANCELLED) -> JobSnapshot | None:
+        """Cancel a running job at once; a finished job keeps its final status. None if unknown.
+
+        `cause`: `Cause.REPLACED` when the node superseded the job (QUIC), else a plain cancel.
+        """
         job = self._table.get(job_id)
         if job is None:
             return None
         if job.running:
-            self._end(job, Ending(Cause.CANCELLED))
+            self._end(job, Ending(cause))
         return job.snapshot(self.clock())
 
     def result(self, job_id: str) -> JobSnapshot | None:
+        """The job under `job_id` as of now, or None if unknown or forgotten."""
         job = self._table.get(job_id)
         return job.snapshot(self.clock()) if job is not None else None
 
@@ -158,6 +163,7 @@ class MinerRuntime:
         return [job.snapshot(now) for job in self._table.recent(self.config.metrics_finished_jobs)]
 
     def statistics(self) -> RuntimeStatistics:
+        """The runtime's figures since start (the metrics, /health and the speed line read them)."""
         return RuntimeStatistics(self.engine.name, self.engine.kernel, self.executor.capacity(),
                                  len(self._table.running()), len(self._table), self.hashes,
                                  self.jobs_completed, self.jobs_ended, self.executor.health(),

@@ -2,8 +2,9 @@
 
 Plugging in a mining engine: `on_new_job(job)` is awaited in its own trio cancel scope and
 returns a JobOutcome (or None to send nothing). A NewJob replaces the current job at once:
-the client cancels the previous job's scope, then starts the new one. A dropped connection
-cancels the current job as well (the node will resend the current job after reconnecting).
+the client calls `on_replaced(previous job)`, cancels the previous job's scope, then starts the new
+one. A dropped connection cancels the current job as well, without `on_replaced` (the node will
+resend the current job after reconnecting).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ..core.quic_messages import (FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id,
-                                  unanswerable)
+from ..core.job_ids import IdRule, job_id_problem
+from ..core.quic_messages import FrameError, JobInputError, JobResult, NewJob, Ready, message_type, show_id
+from ..core.results import Result
 from .transport import ALPN, ConnectError, ConnectionClosed, PinMismatch, QuicStreamConnection, connect
 
 log = logging.getLogger("quantus_miner.quic.client")
@@ -30,17 +32,11 @@ class AuthFailed(Exception):
     """The node closed with an auth reason ("auth failed" / "auth timeout"). Permanent."""
 
 
-@attrs.frozen
-class JobOutcome:
-    """What the mining engine reports for one job."""
-
-    status: str = "completed"  # "completed" with a nonce; "failed"/"error"/... otherwise
-    nonce: int | None = None
-    hash_count: int = 0
-    elapsed_time: float = 0.0
+JobOutcome = Result  # what the mining engine reports for one job: the core result model (the id is the job's)
 
 
 OnNewJob = Callable[[NewJob], Awaitable[JobOutcome | None]]
+OnReplaced = Callable[[NewJob], None]  # told, before its scope is cancelled, that a newer NewJob superseded a job
 StatusHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -110,6 +106,7 @@ async def run_miner_client(
     alpn: str = ALPN,
     on_status: StatusHook | None = None,
     remember_results: int = 1024,
+    on_replaced: OnReplaced | None = None,
 ) -> NoReturn:
     """Run forever, reconnecting with back-off; raises AuthFailed or PinMismatch (permanent).
 
@@ -131,7 +128,7 @@ async def run_miner_client(
                                handshake_timeout=handshake_timeout) as conn:
                 status("connected", {"attempt": attempt})
                 await conn.send(Ready(token).to_msg())  # first message, after the pin check
-                await _serve_jobs(conn, on_new_job, answered, session, status)
+                await _serve_jobs(conn, on_new_job, answered, session, status, on_replaced or (lambda job: None))
         except PinMismatch as exc:
             log.error("%s; not retrying (wrong pin file or not our node)", exc)
             status("stopped", {"reason": str(exc)})
@@ -172,7 +169,7 @@ def _printable(text: str, limit: int = 200) -> str:
 
 
 async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered: _Answered,
-                      session: _Session, status: StatusHook) -> None:
+                      session: _Session, status: StatusHook, on_replaced: OnReplaced) -> None:
     """Handle the node's messages until the connection ends.
 
     Nothing a node sends ends the process from here: every job id is either mined and answered,
@@ -180,22 +177,23 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
     Nothing in here raises (except cancellation), so no ExceptionGroup leaves the nursery.
     """
     async with trio.open_nursery() as nursery:
-        current: trio.CancelScope | None = None
+        current: tuple[trio.CancelScope, NewJob] | None = None
         async for msg in conn:
             kind = message_type(msg)
             if kind != "NewJob":
                 session.warn(kind, "ignoring unexpected %s message(s) from node", kind)
                 continue
             session.jobs_received += 1
-            if current is not None:
-                current.cancel()  # a new job replaces the previous one at once
+            if current is not None:  # a new job replaces the previous one at once
+                on_replaced(current[1])  # first: the job ends as replaced, not as a lost connection
+                current[0].cancel()
                 current = None
             try:
                 job = NewJob.from_msg(msg)
             except JobInputError as exc:
                 if exc.job_id is None:
                     session.warn("no id", "%s; not answered (no job id to echo)", exc)
-                elif (why := unanswerable(exc.job_id)) is not None:
+                elif (why := job_id_problem(exc.job_id, IdRule.QUIC)) is not None:
                     session.warn(why, "%s; not answered: %s", exc, why)
                 elif answered.repeats(exc.job_id, key := job_key(msg)):
                     await _answer_repeat(conn, exc.job_id, answered, status)
@@ -203,7 +201,7 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                     session.warn(exc.reason, "%s; answering status 'failed'", exc)
                     await _send_result(conn, JobResult("failed", exc.job_id), key, answered, status)
                 continue
-            if (why := unanswerable(job.job_id)) is not None:
+            if (why := job_id_problem(job.job_id, IdRule.QUIC)) is not None:
                 session.warn(why, "skipping job %s: %s, and the node only accepts a result under its own id",
                              show_id(job.job_id), why)
                 status("job_skipped", {"job_id": job.job_id, "reason": why})
@@ -212,8 +210,8 @@ async def _serve_jobs(conn: QuicStreamConnection, on_new_job: OnNewJob, answered
                 await _answer_repeat(conn, job.job_id, answered, status)
                 continue
             status("job", {"job_id": job.job_id})
-            current = trio.CancelScope()
-            nursery.start_soon(_mine, conn, job, key, current, on_new_job, answered, status)
+            current = (trio.CancelScope(), job)
+            nursery.start_soon(_mine, conn, job, key, current[0], on_new_job, answered, status)
         if conn.frame_error is not None:
             log.error("closed the connection: malformed frame from node (%s)", conn.frame_error)
         nursery.cancel_scope.cancel()  # connection gone: stop mining the old job

@@ -25,6 +25,7 @@ log = logging.getLogger("quantus_miner.quic")
 
 
 def server_configuration(cert, key, alpn: str, idle_timeout: float) -> QuicConfiguration:
+    """The aioquic configuration of a server with `cert`/`key` (PEM bytes or objects) and `alpn`."""
     if isinstance(cert, bytes):
         cert = x509.load_pem_x509_certificate(cert)
     if isinstance(key, bytes):

@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -68,6 +69,7 @@ def make_self_signed(
 
 
 def cert_der(cert: x509.Certificate) -> bytes:
+    """The certificate in DER."""
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -78,12 +80,14 @@ def cert_sha256(cert: x509.Certificate) -> str:
 
 def write_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike,
               cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write the certificate and its private key (owner-only) as PEM."""
     Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
 def load_pem(cert_path: str | os.PathLike, key_path: str | os.PathLike):
+    """The certificate and key from PEM files."""
     cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     return cert, key
@@ -98,6 +102,7 @@ def write_der(cert_path: str | os.PathLike, key_path: str | os.PathLike,
 
 
 def load_der(cert_path: str | os.PathLike, key_path: str | os.PathLike):
+    """The certificate and key from DER files (the node's format); CredentialError if unreadable."""
     try:
         cert = x509.load_der_x509_certificate(Path(cert_path).read_bytes())
         key = serialization.load_der_private_key(Path(key_path).read_bytes(), password=None)
@@ -119,6 +124,7 @@ def _write_private(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_pin_file(path: str | os.PathLike, cert: x509.Certificate) -> str:
+    """Write the certificate's SHA-256 pin file; return the pin."""
     pin = cert_sha256(cert)
     Path(path).write_text(pin + "\n")
     return pin
@@ -132,6 +138,7 @@ def write_token_file(path: str | os.PathLike, token: str | None = None) -> str:
 
 
 def validate_hex(value: str, length: int, what: str) -> str:
+    """`value` if it is `length` hex characters; else CredentialError naming `what`."""
     if len(value) != length:
         raise CredentialError(f"{what} must be {length} hex characters, got {len(value)}")
     if not _HEX.fullmatch(value):
@@ -183,19 +190,20 @@ def _read(path: str | os.PathLike, what: str) -> str:
         raise CredentialError(f"{what} file {os.fspath(path)!r} is not UTF-8 text") from None
 
 
-def read_pin_file(path: str | os.PathLike) -> str:
-    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`, in any usual form."""
-    text = _read(path, "certificate pin")
+def _read_checked(path: str | os.PathLike, what: str, check: Callable[[str], str]) -> str:
+    """`check` of the file's trimmed text; its CredentialError names the file."""
+    text = _read(path, what)
     try:
-        return parse_pin(text)
+        return check(text)
     except CredentialError as exc:
         raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None
+
+
+def read_pin_file(path: str | os.PathLike) -> str:
+    """The pinned SHA-256 (lowercase hex) from `miner-tls-cert-sha256`, in any usual form."""
+    return _read_checked(path, "certificate pin", parse_pin)
 
 
 def read_token_file(path: str | os.PathLike) -> str:
     """The auth token from `miner-auth-token`: the file trimmed, as the node reads it."""
-    text = _read(path, "auth token")
-    try:
-        return check_token(text)
-    except CredentialError as exc:
-        raise CredentialError(f"{exc} (file {os.fspath(path)!r})") from None
+    return _read_checked(path, "auth token", check_token)

@@ -176,19 +176,23 @@ class QuicStreamConnection:
         self._wake.set()
 
     async def wait_closed(self) -> None:
+        """Wait until the connection has closed."""
         await self.closed.wait()
 
     @property
     def is_closing(self) -> bool:
+        """Whether either side has started to close."""
         return self._close_requested or self._terminated or self.peer_close_reason is not None
 
     @property
     def stream_id(self) -> int | None:
+        """The one bidirectional stream's id, or None before it opened."""
         return self._stream_id
 
     # --- driver side -----------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        """Feed one UDP datagram from `addr` to the QUIC state machine."""
         if self._terminated:
             return
         try:
@@ -329,6 +333,7 @@ class QuicStreamConnection:
 
 
 def client_configuration(alpn: str, idle_timeout: float) -> QuicConfiguration:
+    """The aioquic configuration of a client speaking `alpn` (the pin is checked separately)."""
     return QuicConfiguration(
         is_client=True,
         alpn_protocols=[alpn],  # required: the node refuses connections without it

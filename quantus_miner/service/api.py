@@ -12,8 +12,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .. import __version__
-from ..core.jobs import JobSnapshot, JobStatus
-from ..core.protocol import nonce_hex, work_hex
+from ..core.jobs import JobSnapshot
+from ..core.results import Result
 from ..core.requests import DuplicateJob, InvalidRequest, Refused, TooManyJobs, parse_mine_request
 from .metrics import MinerMetrics
 from ..pipeline.runtime import MinerRuntime
@@ -27,23 +27,18 @@ MINE_RESULT = {InvalidRequest: "invalid", DuplicateJob: "duplicate", TooManyJobs
 
 
 def json_response(body: dict, status: int = 200) -> Response:
+    """A JSON response."""
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 def error_response(status: int, message: str, job_id: str = "") -> Response:
+    """The API's JSON error shape."""
     return json_response({"status": "error", "job_id": job_id, "message": message}, status)
 
 
 def result_body(snap: JobSnapshot) -> dict:
-    completed = snap.status is JobStatus.COMPLETED
-    return {
-        "status": snap.status,
-        "job_id": snap.job_id,
-        "nonce": nonce_hex(snap.nonce) if completed else None,
-        "work": work_hex(snap.nonce) if completed else None,
-        "hash_count": snap.hash_count,
-        "elapsed_time": snap.elapsed_time,
-    }
+    """The `/result` body of a job: the shared result model's six fields."""
+    return Result.of(snap).fields(snap.job_id)
 
 
 def route_template(rule: str) -> str:
@@ -52,6 +47,7 @@ def route_template(rule: str) -> str:
 
 
 def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
+    """The HTTP API (docs/protocol.md) over `runtime`, counting requests in `metrics`."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -113,8 +109,7 @@ def create_app(runtime: MinerRuntime, metrics: MinerMetrics) -> QuartTrio:
     async def result(job_id: str) -> Response:
         snap = runtime.result(job_id)
         if snap is None:
-            return json_response({"status": "not_found", "job_id": job_id, "nonce": None, "work": None,
-                                  "hash_count": 0, "elapsed_time": 0.0}, 404)
+            return json_response(Result("not_found").fields(job_id), 404)
         return json_response(result_body(snap))
 
     @app.post("/cancel/<job_id>")

@@ -1,7 +1,9 @@
-"""The composition root every miner command shares: engine, warm-up and probe, executor, runtime, metrics.
+"""The composition root every miner command shares: engine, warm-up and probe, executor, runtime, metrics,
+and the graceful stop on a signal.
 
 `serve`, `connect`, `devnet` (both networks) and `bench --cluster` build their miner here, so they
-cannot drift apart; each adds only its front end (HTTP API, QUIC client, benchmark loop).
+cannot drift apart; each adds only its front end (HTTP API, QUIC client, benchmark loop). Which signal
+stops a command with which exit status is `cli.signals`' one policy table; here is only what a stop does.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import attrs
 import trio
@@ -28,7 +31,17 @@ log = logging.getLogger("quantus_miner")
 GIL_SWITCH_S = 0.0005
 
 
+class Stopper(Protocol):
+    """What arms a graceful stop: `cli.signals.SignalStop` (`name`: the signal that came, or None)."""
+
+    name: str | None
+
+    def arm(self, on_signal: Callable[[int], None]) -> None:
+        """From now on the first signal calls `on_signal(signum)`."""
+
+
 def describe(config: ServiceConfig) -> str:
+    """The settings as one `key=value ...` log line."""
     return " ".join(f"{k}={v}" for k, v in attrs.asdict(config).items())
 
 
@@ -100,3 +113,24 @@ def where(config: ServiceConfig, runtime: MinerRuntime) -> str:
         f"{device} and {beside.count} CPU thread(s) of {beside.engine.name} ({beside.engine.kernel})"
 
 
+
+
+def halt_on_signal(stop: Stopper | None, nursery: trio.Nursery, runtimes: Callable[[], Iterable[MinerRuntime]],
+                   note: str | None = None) -> Callable[[], None]:
+    """Arm `stop` (when given) to halt on its first signal; return the halt, for a front end that ends itself.
+
+    The halt cancels every job of `runtimes()` (kernel flags first: threads return within milliseconds),
+    then `nursery`; `note` is logged first, after the signal's name. Call this inside trio.
+    """
+    token = trio.lowlevel.current_trio_token()
+
+    def halt() -> None:
+        if note is not None and stop is not None:
+            log.info("%s: %s (again: exit at once)", stop.name, note)
+        for runtime in runtimes():
+            runtime.stop_all()
+        nursery.cancel_scope.cancel()
+
+    if stop is not None:
+        stop.arm(lambda signum: token.run_sync_soon(halt))  # safe from a signal handler
+    return halt

@@ -100,6 +100,7 @@ class GuardedStream:
         self.body_pending: Callable[[], bool] = lambda: False
 
     def deadline(self) -> float:
+        """When the guard closes this connection if nothing happens."""
         if self.closing_since is not None:
             return self.closing_since + LINGER_S
         # a send that does not finish (a reader that does not read) gets as long as silence does
@@ -109,6 +110,7 @@ class GuardedStream:
         return self.last_active + self.guard.idle_timeout_s + grace
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive bytes, marking the connection active."""
         while True:
             data = await self._stream.receive_some(max_bytes)
             self.last_active = trio.current_time()
@@ -117,6 +119,7 @@ class GuardedStream:
             # lingering close: the answer is out; what the peer still sends is dropped unread
 
     async def send_all(self, data: bytes) -> None:
+        """Send bytes (refused once closing), timing the send for the deadline."""
         if self.closing_since is not None:
             raise trio.BrokenResourceError("connection is closing")
         self.sending_since = trio.current_time()
@@ -127,12 +130,14 @@ class GuardedStream:
             self.last_active = trio.current_time()
 
     async def wait_send_all_might_not_block(self) -> None:
+        """As the wrapped stream."""
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
         # hypercorn calls this to end a connection from a task that Quart may be cancelling (it
         # cancels the request's tasks on the http.disconnect hypercorn sends first), so trio's
         # send_eof would die at its checkpoint before the FIN and the socket stayed open: no await
+        """End the connection without awaiting (see the comment)."""
         self.close_soon()
 
     def close_soon(self) -> None:
@@ -153,6 +158,7 @@ class GuardedStream:
             self.socket.close()
 
     async def aclose(self) -> None:
+        """Close now, unless the connection is already lingering."""
         if self.closing_since is None:  # lingering: the reaper closes it at its deadline, or EOF does
             self.close_now()
         await trio.lowlevel.checkpoint()
@@ -182,6 +188,7 @@ class ConnectionGuard:
         return len(self._live)
 
     def admit(self, stream: trio.SocketStream) -> GuardedStream:
+        """Track a new connection, evicting the oldest idle ones past the limit."""
         while len(self._live) >= self.max_connections:
             self.evict_one()
         guarded = GuardedStream(stream, self)
@@ -189,6 +196,7 @@ class ConnectionGuard:
         return guarded
 
     def forget(self, stream: GuardedStream) -> None:
+        """Stop tracking a closed connection."""
         self._live.pop(stream, None)
         self._freed.set()
 
@@ -205,6 +213,7 @@ class ConnectionGuard:
         return True
 
     async def reap(self) -> None:
+        """Close connections past their deadline, periodically, forever."""
         while True:
             await trio.sleep(REAP_PERIOD_S)
             now = trio.current_time()
@@ -213,6 +222,7 @@ class ConnectionGuard:
 
     async def accept_loop(self, listener: trio.SocketListener, handler: Callable[[GuardedStream], Awaitable],
                           nursery: trio.Nursery) -> None:
+        """Accept connections into `handler` tasks, refusing (bounded) past the limit."""
         while True:
             while not self.evict and self._refusing >= REFUSALS_MAX:  # bounded: each refusal ends within 1 s
                 self._freed = trio.Event()
@@ -286,6 +296,7 @@ class GuardedTCPServer(TCPServer):
     """hypercorn's per-connection server over a `GuardedStream`, speaking `HTTP11Only`."""
 
     async def run(self) -> None:
+        """Serve one connection with hypercorn's protocol over the guarded stream."""
         sock = self.stream.socket
         try:
             client = parse_socket_addr(sock.family, sock.getpeername())

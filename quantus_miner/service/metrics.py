@@ -87,6 +87,7 @@ DEVICES = tuple(name for name, f in FAMILIES.items() if f.only == "gpu")
 
 
 def describe(names: tuple[str, ...]) -> list:
+    """Empty families of `names` (what a collector's describe() returns)."""
     return [FAMILIES[n].new() for n in names]
 
 
@@ -99,12 +100,15 @@ class JobCollector:
         self.pinned: tuple[RuntimeStatistics, list[JobSnapshot]] | None = None
 
     def read(self) -> tuple[RuntimeStatistics, list[JobSnapshot]]:
+        """The runtime's statistics and job snapshots, read at scrape time."""
         return self._runtime.statistics(), self._runtime.metric_snapshots()
 
     def describe(self):
+        """The runtime's families."""
         return describe(RUNTIME)
 
     def collect(self):
+        """The runtime's families with their samples as of this scrape."""
         stats, snapshots = self.pinned if self.pinned is not None else self.read()
         created = stats.started_at
         f = {name: FAMILIES[name].new(created) for name in RUNTIME}
@@ -148,9 +152,11 @@ class ClusterCollector:
         self._stats = stats
 
     def describe(self):
+        """The cluster's families."""
         return describe(CLUSTER)
 
     def collect(self):
+        """The cluster's families with their samples as of this scrape."""
         stats = self._stats()
         f = {name: FAMILIES[name].new() for name in CLUSTER}
         for name, value in (("miner_cluster_connected", 1.0 if stats.connected else 0.0),
@@ -172,9 +178,11 @@ class DeviceCollector:
         self._kernel = kernel
 
     def describe(self):
+        """The GPU devices' families."""
         return describe(DEVICES)
 
     def collect(self):
+        """The GPU devices' families with their samples as of this scrape."""
         rate, info = (FAMILIES[name].new() for name in DEVICES)
         for label, name, value in self._devices()[:MAX_DEVICE_SERIES]:
             rate.add_metric([label], value)

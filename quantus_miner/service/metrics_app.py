@@ -24,6 +24,7 @@ MAX_WAIT_S = 2.0
 
 
 async def respond(send, scope, status: int, body: bytes, ctype: str, headers=()) -> None:
+    """Send one whole ASGI response (no body for HEAD)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
@@ -31,6 +32,7 @@ async def respond(send, scope, status: int, body: bytes, ctype: str, headers=())
 
 def create_metrics_app(render: Callable[[], Awaitable[bytes]], cache_s: float = CACHE_S,
                        max_scrapes: int = MAX_SCRAPES, rate: float = RATE, burst: int = BURST):
+    """The /metrics ASGI app: bodies shared within `cache_s`, bounded scrapes in flight and per second."""
     cached: list = [float("-inf"), b""]  # built at, body
     lock = trio.Lock()  # one build at a time; scrapes that waited for it reuse it
     in_flight = 0

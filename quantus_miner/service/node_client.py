@@ -4,7 +4,8 @@ Each `NewJob` becomes a runtime job on the same `MinerRuntime` (metrics, chunkin
 `serve` uses: header = `mining_hash`, bound = the QPoW v2 target `(2^512 - 1) // difficulty`
 (carried in the request's `threshold` field), range = [random start, 2^512 - 1]. When the node
 sends the next job, the QUIC client cancels this one's scope and `runtime.cancel` sets the kernel
-flag: its threads return within milliseconds. The job's end becomes the one `JobResult`.
+flag: its threads return within milliseconds; the job ends with `Cause.REPLACED` (`NodeMiner.replaced`),
+where a lost connection ends it as plain `cancelled`. The job's end becomes the one `JobResult`.
 
 Start nonces: upstream picks a random 512-bit start per worker so that many miners work on one
 job uncoordinated. Here the start is drawn uniformly from [1, 2^511] and the range runs to
@@ -27,11 +28,13 @@ import attrs
 import trio
 from prometheus_client import CollectorRegistry
 
-from ..core import qpow2
+from ..core.bounds import Bound
 from ..core.config import ServiceConfig
-from ..core.jobs import JobStatus
+from ..core.job_ids import usable_job_id
+from ..core.jobs import Cause
+from ..core.qpow import MAX_U512
 from ..core.quic_messages import NewJob, show_id
-from ..core.requests import MineRequest, Refused, usable_job_id
+from ..core.requests import MineRequest, Refused
 from ..pipeline.runtime import MinerRuntime
 from ..quic import tls
 from ..quic.client import AuthFailed, JobOutcome, StatusHook, run_miner_client
@@ -50,7 +53,7 @@ __all__ = ["AuthFailed", "NodeMiner", "PinMismatch", "connect_miner", "mining_re
 def mining_request(job: NewJob, runtime_id: str, rng: random.Random) -> MineRequest:
     """The runtime job for a node job (see the module docstring for the start nonce)."""
     start = rng.randint(1, START_MAX)
-    return MineRequest(runtime_id, job.mining_hash, qpow2.target_of(job.difficulty), start, qpow2.MAX_U512)
+    return MineRequest(runtime_id, job.mining_hash, Bound.difficulty(job.difficulty).value, start, MAX_U512)
 
 
 @attrs.define
@@ -60,6 +63,7 @@ class NodeMiner:
     runtime: MinerRuntime
     rng: random.Random = attrs.field(factory=random.SystemRandom)
     _seq: int = 0
+    _mining: dict[int, str] = attrs.field(factory=dict)  # id(node job) -> runtime id, while its call runs
 
     def _runtime_id(self, job_id: str) -> str:
         """The node's id when the runtime can carry it (metrics label, logs), else a fresh alias.
@@ -77,7 +81,13 @@ class NodeMiner:
             if self.runtime.result(alias) is None:
                 return alias
 
+    def replaced(self, job: NewJob) -> None:
+        """The node superseded `job` with a newer NewJob: end it as replaced (the client's `on_replaced`)."""
+        if (rid := self._mining.get(id(job))) is not None:
+            self.runtime.cancel(rid, Cause.REPLACED)
+
     async def __call__(self, job: NewJob) -> JobOutcome:
+        """Mine `job` on the runtime until it ends; its outcome is the node's JobResult."""
         rid = self._runtime_id(job.job_id)
         if rid != job.job_id:
             log.info("job %s runs as %s", show_id(job.job_id), rid)
@@ -86,21 +96,22 @@ class NodeMiner:
         except Refused as exc:
             log.error("job %s refused by the runtime: %s", show_id(job.job_id), exc)
             return JobOutcome("error")
+        self._mining[id(job)] = rid
         try:
             await self.runtime.wait_ended(rid)
         finally:
-            # replaced by a new job or disconnected (Cancelled): stop the kernels at once
+            del self._mining[id(job)]
+            # disconnected (Cancelled; a replaced job ended already): stop the kernels at once
             self.runtime.cancel(rid)
         snap = self.runtime.result(rid)
         if snap is None:  # forgotten already (retention 0): nothing to report but the fact
             return JobOutcome("error")
-        if snap.status is JobStatus.COMPLETED:
-            return JobOutcome("completed", snap.nonce, snap.hash_count, snap.elapsed_time)
-        return JobOutcome(str(snap.status), None, snap.hash_count, snap.elapsed_time)
+        return JobOutcome.of(snap)
 
 
 @attrs.frozen
 class RunningNodeMiner:
+    """What `connect_miner` hands back once ready."""
     metrics_url: str | None
     runtime: MinerRuntime
     registry: CollectorRegistry
@@ -142,8 +153,9 @@ async def connect_miner(
         tune_gc()
         task_status.started(RunningNodeMiner(metrics_url, runtime, registry))
         try:
-            await run_miner_client(config.node_addr, token, pin, NodeMiner(runtime), backoff=backoff,
-                                   ping_interval=ping_interval, idle_timeout=idle_timeout, on_status=on_status)
+            miner = NodeMiner(runtime)
+            await run_miner_client(config.node_addr, token, pin, miner, backoff=backoff, ping_interval=ping_interval,
+                                   idle_timeout=idle_timeout, on_status=on_status, on_replaced=miner.replaced)
         except (AuthFailed, PinMismatch) as exc:  # handed out plainly, not in an ExceptionGroup
             failure = exc
         runtime.stop_all()

@@ -40,6 +40,7 @@ class BindError(OSError):
 
 @attrs.frozen
 class RunningMiner:
+    """What `serve_miner` hands back once ready."""
     api_url: str
     metrics_url: str | None
     runtime: MinerRuntime
@@ -48,6 +49,7 @@ class RunningMiner:
 
 
 def hypercorn_config(host: str, port: int, idle_timeout_s: float) -> HypercornConfig:
+    """Hypercorn's configuration for one port on `host`."""
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -72,6 +74,7 @@ def body_grace(idle_timeout_s: float) -> float:
 
 
 def bind(config: HypercornConfig, what: str) -> Sockets:
+    """Bind the configured sockets; BindError naming `what` (API, metrics) if the port is taken."""
     try:
         sockets = config.create_sockets()
     except OSError as exc:
@@ -82,6 +85,7 @@ def bind(config: HypercornConfig, what: str) -> Sockets:
 
 
 def url_of(sockets: Sockets) -> str:
+    """The URL of the first bound socket."""
     host, port = sockets.insecure_sockets[0].getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 

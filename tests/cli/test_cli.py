@@ -183,3 +183,19 @@ async def test_a_command_imports_only_what_it_runs():
     loaded = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.decode().splitlines()
               if line.startswith("import time:")}
     assert not loaded & {"quart", "quart_trio", "hypercorn", "aioquic", "httpx", "distributed"}, loaded
+
+
+@pytest.mark.parametrize("kind, good, bad, expected", [
+    ("positive_int", {"1": 1, "12": 12}, ("0", "-3", "1.5", "x"), "a positive integer"),
+    ("positive_float", {"0.5": 0.5, "2": 2.0}, ("0", "-1", "nan", "inf", "x"), "a positive number"),
+    ("port_number", {"0": 0, "65535": 65535}, ("-1", "65536", "x"), "a port number 0-65535"),
+])
+def test_argument_types_accept_their_range_and_name_the_refused_text(kind, good, bad, expected):
+    import argparse
+
+    from quantus_miner.cli import args
+    parse = getattr(args, kind)
+    assert {text: parse(text) for text in good} == good
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^expected {expected}, got {text!r}$"):
+            parse(text)

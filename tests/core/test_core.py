@@ -59,8 +59,17 @@ def test_every_cause_ends_in_an_end_status_with_its_reason():
     assert {c: (Ending(c, "x").status, Ending(c, "x").reason) for c in Cause} == {
         Cause.FOUND: (JobStatus.COMPLETED, "x"), Cause.EXHAUSTED: (JobStatus.FAILED, RANGE_EXHAUSTED),
         Cause.FAILED: (JobStatus.FAILED, "x"), Cause.CANCELLED: (JobStatus.CANCELLED, "x"),
-        Cause.SHUTDOWN: (JobStatus.CANCELLED, "shutdown")}
+        Cause.SHUTDOWN: (JobStatus.CANCELLED, "shutdown"), Cause.REPLACED: (JobStatus.CANCELLED, "replaced by a newer job")}
     assert {Ending(c).status for c in Cause} == set(END_STATUSES)
+
+
+def test_a_replaced_job_is_cancelled_and_says_so_unlike_a_plain_cancel():
+    table = JobTable(retention_s=300, max_finished=10)
+    replaced, dropped = (table.add(MineRequest(i, bytes(32), 0, 1, 10), "e", workers=1, now=0.0) for i in "ab")
+    table.end(replaced, Ending(Cause.REPLACED), now=1.0)
+    table.end(dropped, Ending(Cause.CANCELLED), now=1.0)
+    assert [(j.snapshot(2.0).status, j.snapshot(2.0).cause, j.snapshot(2.0).reason) for j in (replaced, dropped)] == [
+        (JobStatus.CANCELLED, Cause.REPLACED, "replaced by a newer job"), (JobStatus.CANCELLED, Cause.CANCELLED, None)]
 
 
 def test_the_range_is_exhausted_only_when_every_nonce_was_counted():

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from quantus_miner.core import qpow2
 from quantus_miner.core.config import ServiceConfig
-from quantus_miner.core.jobs import JobStatus
+from quantus_miner.core.jobs import Cause, JobStatus
 from quantus_miner.core.quic_messages import NewJob
 from quantus_miner.devnet.quic_node import NodeSim, mine_chain
 from quantus_miner.service.node_client import AuthFailed, PinMismatch, connect_miner
@@ -129,7 +129,8 @@ async def test_new_job_mid_search_replaces_the_running_job(tmp_path):
             assert runtime.result("1").status is JobStatus.RUNNING
             sim.set_job(NewJob("2", header(2), EASY))
             await sim.wait_for(lambda: "2" in sim.accepted)
-            assert runtime.result("1").status is JobStatus.CANCELLED
+            old = runtime.result("1")
+            assert (old.status, old.cause, old.reason) == (JobStatus.CANCELLED, Cause.REPLACED, "replaced by a newer job")
             with trio.fail_after(1):  # the old job's kernels stopped (flag set), not left spinning
                 await runtime.wait_settled("1")
             assert [r.job_id for r in sim.miners[0].results] == ["2"]
@@ -195,6 +196,23 @@ async def test_node_restart_reconnects_with_backoff_and_mines_the_current_job(tm
             await sim2.wait_for(lambda: "2" in sim2.accepted)
             assert [i["delay"] for i in rec.of("backoff")][:3] == [0.05, 0.1, 0.2]
             assert_valid_seal(sim2, "2", header(2), EASY)
+            n.cancel_scope.cancel()
+
+
+async def test_a_lost_connection_cancels_the_running_job_as_cancelled_not_replaced(tmp_path):
+    sim, rec = NodeSim(), Recorder()
+    sim.set_job(NewJob("1", header(1), NEVER))
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as n:
+            node = await n.start(_run_node, sim, 0)
+            running = await start_miner(n, miner_config(sim, tmp_path), rec)
+            await rec.wait_for(lambda: rec.of("job"))
+            node.cancel()
+            await rec.wait_for(lambda: rec.of("disconnected"))
+            with trio.fail_after(1):  # its kernels stopped too
+                await running.runtime.wait_settled("1")
+            old = running.runtime.result("1")
+            assert (old.status, old.cause, old.reason) == (JobStatus.CANCELLED, Cause.CANCELLED, None)
             n.cancel_scope.cancel()
 
 
