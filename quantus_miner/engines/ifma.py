@@ -20,7 +20,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernels import POLL_MASK, first_hit
-from .keccak import PAD_WORD8, ROT, ROUND_CONSTANTS
+from .vector_ir import VectorEmitter
 
 L = 8
 LIMBS = 10
@@ -29,50 +29,27 @@ SCRATCH_WORDS = 8 * L  # the 8 rate words of each stream's final state, lane-min
 REQUIRES = ("avx512f", "avx512ifma")  # host features LLVM needs to compile this module
 
 
-I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 V = ir.VectorType(I64, L)
 FN3 = ir.FunctionType(V, [V, V, V])
 ARRAY = types.Array(types.uint64, 1, "C")
 
 
-def _const(x: int) -> ir.Constant:
-    return ir.Constant(V, [ir.Constant(I64, x & (2**64 - 1))] * L)
+class _Emitter(VectorEmitter):
+    """`<8 x i64>` IR with AVX-512 IFMA: the Montgomery step on 52-bit limbs (the rest: `VectorEmitter`)."""
 
-
-class _Emitter:
-    """Straight-line vector IR for one builder: loads, stores, the Montgomery step, absorb, Keccak."""
+    lanes, limbs, limb_bits = L, LIMBS, LIMB_BITS
 
     def __init__(self, builder: ir.IRBuilder):
-        self.b = builder
+        super().__init__(builder)
         module = builder.module
         self.madd_lo = cgutils.get_or_insert_function(module, FN3, "llvm.x86.avx512.vpmadd52l.uq.512")
         self.madd_hi = cgutils.get_or_insert_function(module, FN3, "llvm.x86.avx512.vpmadd52h.uq.512")
-        self.fshl = cgutils.get_or_insert_function(module, FN3, "llvm.fshl.v8i64")
-        self.bswap = cgutils.get_or_insert_function(module, ir.FunctionType(V, [V]), "llvm.bswap.v8i64")
-
-    def _ptr(self, base, index: int):
-        return self.b.bitcast(self.b.gep(base, [ir.Constant(I64, index)]), V.as_pointer())
-
-    def load(self, base, index: int):
-        return self.b.load(self._ptr(base, index), align=8, typ=V)
-
-    def store(self, value, base, index: int) -> None:
-        self.b.store(value, self._ptr(base, index), align=8)
-
-    def splat(self, scalar):
-        b = self.b
-        one = b.insert_element(ir.Constant(V, ir.Undefined), scalar, ir.Constant(I32, 0))
-        return b.shuffle_vector(one, ir.Constant(V, ir.Undefined), ir.Constant(ir.VectorType(I32, L), [0] * L))
-
-    def splat_load(self, base, index: int):
-        return self.splat(self.b.load(self.b.gep(base, [ir.Constant(I64, index)]), typ=I64))
 
     def montmul(self, y, c, n, ninv):
         """y * c * 2^-520 mod n, all 52-bit limbs; y, c < n in, fully reduced out (T < 2n before the subtract)."""
         b = self.b
-        zero = _const(0)
-        mask = _const((1 << LIMB_BITS) - 1)
+        zero = self.const(0)
         t = [zero] * (LIMBS + 1)
         for i in range(LIMBS):
             for j in range(LIMBS):
@@ -82,61 +59,10 @@ class _Emitter:
             for j in range(LIMBS):
                 t[j] = b.call(self.madd_lo, [t[j], q, n[j]])
                 t[j + 1] = b.call(self.madd_hi, [t[j + 1], q, n[j]])
-            carry = b.lshr(t[0], _const(LIMB_BITS))
+            carry = b.lshr(t[0], self.const(LIMB_BITS))
             t = [b.add(t[1], carry), *t[2:], zero]
         # each accumulator gathered at most 40 terms < 2^52, so nothing overflowed 64 bits
-        k = zero
-        norm = []
-        for j in range(LIMBS):
-            s = b.add(t[j], k)
-            norm.append(b.and_(s, mask))
-            k = b.lshr(s, _const(LIMB_BITS))
-        borrow = zero
-        diff = []
-        for j in range(LIMBS):
-            d = b.sub(b.sub(norm[j], n[j]), borrow)
-            diff.append(b.and_(d, mask))
-            borrow = b.lshr(d, _const(63))
-        keep_diff = b.icmp_unsigned("==", borrow, zero)  # no final borrow: T >= n
-        return [b.select(keep_diff, diff[j], norm[j]) for j in range(LIMBS)]
-
-    def absorb(self, y):
-        """The 25 Keccak lanes of SHA3-512(be64(y)): word w is the little-endian read of bytes 8w..8w+7."""
-        b = self.b
-        state = [_const(0)] * 25
-        for k in range(8):  # 64-bit word k of y, k = 0 least significant
-            word = None
-            for j in range(LIMBS):
-                lo = LIMB_BITS * j
-                if lo + LIMB_BITS <= 64 * k or lo >= 64 * (k + 1):
-                    continue
-                part = b.shl(y[j], _const(lo - 64 * k)) if lo >= 64 * k else b.lshr(y[j], _const(64 * k - lo))
-                word = part if word is None else b.or_(word, part)
-            state[7 - k] = b.call(self.bswap, [word])  # big-endian: the most significant word first
-        state[8] = _const(PAD_WORD8)
-        return state
-
-    def rol(self, x, r: int):
-        return self.b.call(self.fshl, [x, x, _const(r)]) if r else x
-
-    def keccak(self, a):
-        """Keccak-f[1600] on 25 vectors; the caller uses what it needs and LLVM drops the rest of the last round."""
-        b = self.b
-        ones = _const(-1)
-        a = list(a)
-        for rc in ROUND_CONSTANTS:
-            c = [b.xor(b.xor(b.xor(b.xor(a[x], a[x + 5]), a[x + 10]), a[x + 15]), a[x + 20]) for x in range(5)]
-            d = [b.xor(c[(x - 1) % 5], self.rol(c[(x + 1) % 5], 1)) for x in range(5)]
-            bb = [None] * 25
-            for x in range(5):
-                for y in range(5):
-                    bb[y + 5 * ((2 * x + 3 * y) % 5)] = self.rol(b.xor(a[x + 5 * y], d[x]), ROT[x][y])
-            for y in range(5):
-                for x in range(5):
-                    nxt, nxt2 = bb[(x + 1) % 5 + 5 * y], bb[(x + 2) % 5 + 5 * y]
-                    a[x + 5 * y] = b.xor(bb[x + 5 * y], b.and_(b.xor(nxt, ones), nxt2))
-            a[0] = b.xor(a[0], _const(rc))
-        return a
+        return self.reduce(t, n)
 
     def hash_and_compare(self, y, st, tgt0, thr0):
         """Store the 8 rate words of each stream's state to `st`; return the lanes whose leading word ties or beats."""
